@@ -1,0 +1,414 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Cross-entropy loss functions: theory and applications
+#
+# *Reproducing {cite:t}`mao2023crossentropy` (ICML 2023).*
+#
+# Cross-entropy is what almost every classifier minimises, yet what we care about is the
+# 0-1 error. Mao, Mohri and Zhong ask what minimising cross-entropy — or one of its
+# relatives — guarantees about the 0-1 error *for the hypothesis set we actually use*. They
+# study the **comp-sum** family, which contains the sum-exponential loss, cross-entropy
+# (logistic loss), generalized cross-entropy {cite}`zhang2018gce` and the mean absolute error
+# {cite}`ghosh2017mae`, prove **H-consistency bounds** for all of them, and derive a
+# **smooth adversarial comp-sum loss** for robust training.
+#
+# The paper is mostly theory, and no official code was released. So this chapter checks the
+# theory *exactly* where it can (closed forms, an exact finite problem, a numerical search
+# over all conditional distributions) and then tests the paper's empirical messages at small
+# scale: which comp-sum loss trains the best classifiers, how that depends on the number of
+# classes, and whether the adversarial loss beats TRADES {cite}`zhang2019trades`.
+#
+# **What we could and could not check.** Only the abstract and the reproducibility checklist of
+# the paper were available to us, not its tables. Every formula below is stated as we use it,
+# with how we checked it; the statements marked *recalled* come from our research notes and
+# were verified here numerically, not read in the paper.
+
+# %% tags=["parameters"]
+preset = "book"
+seed = 0
+device = "auto"
+overrides = {}
+
+# %%
+import numpy as np
+from IPython.display import Markdown, display
+
+import lossbook
+from lossbook import hconsistency as hc
+from lossbook.chapters import compsum as C
+from lossbook.chapters import compsum_figures as figures
+from lossbook.claims import markdown_table
+
+ch = lossbook.start("01_compsum", preset=preset, seed=seed, device=device, overrides=overrides)
+cfg = ch.cfg
+print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers}")
+
+# %% [markdown]
+# ## 1. The comp-sum family
+#
+# For scores $h(x,\cdot)\in\mathbb{R}^n$ and label $y$, let
+# $u = \sum_{y'\neq y} e^{h(x,y') - h(x,y)}$. A comp-sum loss composes an outer function with
+# this sum. The family studied in the paper is
+#
+# $$
+# \ell_\tau(h,x,y) = \Phi^\tau(u),\qquad
+# \Phi^\tau(u) = \begin{cases} \dfrac{(1+u)^{1-\tau}-1}{1-\tau} & \tau \ge 0,\ \tau\neq 1\\[4pt]
+# \log(1+u) & \tau = 1. \end{cases}
+# $$
+#
+# Because $1+u = 1/p_y$ with $p = \mathrm{softmax}(h)$, this is simply
+# $\ell_\tau = (1-p_y^{\tau-1})/(\tau-1)$: $\tau=0$ is the **sum-exponential** loss
+# $1/p_y-1$, $\tau=1$ **cross-entropy** $-\log p_y$, $\tau\in(1,2)$ **generalized
+# cross-entropy** with $q=\tau-1$ (GCE's usual $q=0.7$ is $\tau=1.7$), and $\tau=2$ the
+# **mean absolute error** $1-p_y$ (half of Ghosh et al.'s $\lVert e_y-p\rVert_1$). Our
+# implementation works from $\log p_y$ with `expm1`, so it is exact at $\tau=1$, continuous
+# around it, and stable for saturated logits (all unit-tested, including against
+# `torch.nn.functional.cross_entropy`):
+#
+# ```{literalinclude} ../src/lossbook/losses.py
+# :pyobject: comp_sum_loss
+# ```
+#
+# Larger $\tau$ flattens the loss: sum-exp punishes a confident mistake exponentially,
+# cross-entropy linearly in the margin, GCE and MAE only boundedly — the root of both MAE's
+# robustness to label noise and its notoriously slow training.
+
+# %%
+fig = figures.losses_vs_probability([0.0, 0.5, 1.0, 1.5, 1.7, 2.0])
+
+# %% [markdown]
+# ## 2. H-consistency bounds
+#
+# Write $\mathcal{E}_\ell(h) = R_\ell(h) - R^*_\ell(\mathcal{H})$ for the estimation error of
+# $h$ within the hypothesis set $\mathcal{H}$, and $\mathcal{M}_\ell(\mathcal{H})$ for the
+# **minimizability gap** (the best-in-class risk minus the expected best conditional risk).
+# The paper's main theorem bounds the 0-1 estimation error by the surrogate one:
+#
+# $$
+# \mathcal{E}_{0\text{-}1}(h) + \mathcal{M}_{0\text{-}1}(\mathcal{H}) \;\le\;
+# \Gamma_\tau\big(\mathcal{E}_{\ell_\tau}(h) + \mathcal{M}_{\ell_\tau}(\mathcal{H})\big),
+# \qquad \Gamma_\tau = T_\tau^{-1},
+# $$
+#
+# for symmetric and complete $\mathcal{H}$, with (writing
+# $M_\tau(t) = \big(\tfrac{(1+t)^{1/(2-\tau)} + (1-t)^{1/(2-\tau)}}{2}\big)^{2-\tau}$)
+#
+# $$
+# T_\tau(t) = \begin{cases}
+# \frac{2^{1-\tau}}{1-\tau}\,\big(1 - M_\tau(t)\big) & \tau\in[0,1)\\
+# \frac{1+t}{2}\log(1+t) + \frac{1-t}{2}\log(1-t) & \tau = 1\\
+# \frac{1}{(\tau-1)\,n^{\tau-1}}\,\big(M_\tau(t) - 1\big) & \tau\in(1,2)\\
+# t/n & \tau = 2.
+# \end{cases}
+# $$
+#
+# For small $\varepsilon$, $\Gamma_\tau(\varepsilon)\approx\sqrt{2^\tau(2-\tau)\varepsilon}$ for
+# $\tau\le 1$ — a square-root rate with *no* dependence on the number of classes — while for
+# $\tau\in(1,2)$ it is $\sqrt{2(2-\tau)\,n^{\tau-1}\varepsilon}$ and for MAE it is $n\varepsilon$:
+# the bounded losses pay for every extra class. (These asymptotics are derived from the
+# formulas and unit-tested.) The left panel shows $T_\tau$, the right panel the bound
+# $\Gamma_\tau$ on log–log axes; solid, dashed and dotted lines are $n=2, 10, 100$.
+
+# %%
+fig = figures.transforms([0.0, 0.5, 1.0, 1.5, 2.0])
+
+# %% [markdown]
+# ### Checking $T_\tau$ numerically
+#
+# The exact form of $T_\tau$ for $n>2$ is the part of our notes marked *recalled – verify*.
+# A bound of this type is valid exactly when $T_\tau$ lies below the **calibration function**
+# $\delta_\tau(t) = \inf\{C_\tau(p,q) - C^*_\tau(p) : \max_y p_y - p_{\arg\max q} \ge t\}$, the
+# smallest conditional surrogate regret that a classifier with conditional 0-1 regret $t$ can
+# have; it is *tight* when the two meet. We compute $\delta_\tau$ numerically for $n=3$ —
+# the conditional minimum over $q$ is exact, the one over $p$ a random search plus
+# Nelder–Mead — and plot it against the formula. Any search point below the curve would
+# refute the formula.
+
+# %%
+t_grid = np.linspace(0.05, 0.95, 10)
+search = {tau: (t_grid, hc.calibration_gap_search(tau, 3, t_grid, seed=seed))
+          for tau in (0.0, 0.5, 1.0, 1.5, 2.0)}
+fig = figures.calibration_check(search, n=3)
+ratios = {tau: est / hc.T(t, tau, 3) for tau, (t, est) in search.items()}
+display(Markdown(markdown_table(
+    ["τ", "min over t of δ̂/T", "max over t of δ̂/T"],
+    [[f"{tau:g}", f"{r.min():.4f}", f"{r.max():.4f}"] for tau, r in ratios.items()])))
+
+# %% [markdown]
+# ### Minimizability gaps
+#
+# With unbounded scores every comp-sum loss can reach its Bayes conditional risk
+# $C^*_\tau(p)$ (right panel; closed form checked against numerical minimisation over the
+# simplex in the tests), and the minimizability gaps vanish. With bounded scores
+# $\lVert h\rVert_\infty\le\Lambda$ and deterministic labels, the best reachable loss is
+# $\Phi^\tau((n-1)e^{-2\Lambda})$ (left panel; derived, and checked by direct minimisation).
+# It *decreases* with $\tau$: bounded losses leave less on the table when scores are capped.
+# This is the trade-off the paper points to — larger $\tau$, smaller gap, but a worse
+# dependence on $n$ — with cross-entropy at the balance point. (Our notes identify this
+# quantity with the paper's gap expression; that identification is recalled, not verified.)
+
+# %%
+fig = figures.minimizability([0.0, 0.5, 1.0, 1.5, 2.0])
+
+# %% [markdown]
+# ## 3. An exact check of the bound
+#
+# A bound can be tested exactly on a problem small enough to compute population risks by
+# summation: $K$ inputs with uniform marginal, conditional label distributions
+# $p(\cdot\mid x)\sim\mathrm{Dirichlet}(\alpha\mathbf{1})$, and a free score table $h$ (the
+# complete hypothesis set, so both minimizability gaps are zero). We minimise the *exact*
+# population $\tau$-risk from many random initialisations (Adam, float64) and also evaluate
+# random perturbations of the Bayes scores, recording every pair
+# $(\mathcal{E}_{\ell_\tau}(h), \mathcal{E}_{0\text{-}1}(h))$. Every point must lie under
+# $\Gamma_\tau$ (orange); one point above it would be a bug in our formulas or in the theorem.
+
+# %%
+points, violations = {}, []
+for n in cfg.tab_classes:
+    problem = hc.make_tabular_problem(K=cfg.tab_inputs, n=n, alpha=cfg.tab_alpha, seed=seed)
+    for tau in cfg.taus:
+        s, z = hc.bound_scatter(problem, tau, n_inits=cfg.tab_inits, steps=cfg.tab_steps,
+                                seed=seed)
+        points[(n, tau)] = (s, z)
+        violations.append([n, f"{tau:g}", len(s), f"{hc.check_bound(s, z, tau, n):.2e}"])
+fig = figures.bound_scatter(points, cfg.taus, cfg.tab_classes)
+display(Markdown(markdown_table(["n", "τ", "points", "max(0-1 excess − Γ_τ(τ-excess))"],
+                                violations)))
+max_violation = max(float(v[-1]) for v in violations)
+
+# %% [markdown]
+# The clouds hug the curve from below near the origin for small $n$ and stay far below it for
+# $n=10$: the bound is a worst case over conditional distributions, reached only by
+# near-binary, near-tied $p(\cdot\mid x)$, which a Dirichlet draw with ten classes rarely
+# produces. Tightness is therefore judged by the calibration search above, not by this cloud.
+#
+# ## 4. Which comp-sum loss trains the best classifier?
+#
+# The paper's empirical section compares comp-sum losses on CIFAR-10, CIFAR-100 and SVHN
+# (tables not available to us). Its qualitative message, and the one the bounds predict: the
+# losses with $\tau\le 1$ enjoy class-count-free guarantees, the bounded ones ($\tau>1$) lose
+# accuracy as the number of classes grows, MAE most. We train the same network with each loss
+# on three CPU-sized tasks:
+#
+# - **MNIST-1D** {cite}`greydanus2020mnist1d` (10 classes, 4,000 training signals),
+# - the same with **40 % symmetric label noise** (each label flips to one of the other nine
+#   classes; the test set stays clean) — GCE and MAE were designed for this,
+# - a **100-class Gaussian mixture** in 32 dimensions (100 training points per class). Its
+#   noise level was set once, before comparing losses, so that cross-entropy reaches roughly
+#   70 % test accuracy (room above and below).
+#
+# Model, optimiser and schedule are identical for every loss (the preset table at the end of
+# the chapter lists them); we report the final-epoch test accuracy, no early stopping, mean ±
+# standard deviation over seeds. Runs are cached on disk and executed in parallel worker
+# processes.
+
+# %%
+loss_specs = C.loss_specs(cfg, seed, ch.device)
+loss_results = ch.sweep(C.loss_run, loss_specs, desc="comp-sum losses")
+task_names = {"mnist1d": "MNIST-1D", "mnist1d_noisy": f"MNIST-1D, {cfg.noise_rate:.0%} noise",
+              "gmm100": f"{cfg.gmm_classes}-class mixture", "cifar10": "CIFAR-10",
+              "cifar100": "CIFAR-100", "svhn": "SVHN"}
+acc = C.group(loss_specs, loss_results, ("task", "tau"), "test_acc")
+rows = []
+for task in cfg.tasks:
+    cells = [f"{m:.3f} ± {s:.3f}" for m, s in (C.mean_std(acc[(task, tau)]) for tau in cfg.taus)]
+    rows.append([task_names[task], *cells])
+display(Markdown(markdown_table(["task", *[figures.tau_label(t) for t in cfg.taus]], rows)))
+fig = figures.accuracy_vs_tau(loss_specs, loss_results, cfg.tasks, task_names)
+
+# %%
+fig = figures.learning_curves(loss_specs, loss_results, cfg.tasks, task_names)
+
+# %% [markdown]
+# The verdicts below follow rules fixed before the runs:
+#
+# - *CE/GCE are the best comp-sum losses*: on every clean task, the best of cross-entropy
+#   and the GCE values in the grid is at least as accurate (seed mean) as both sum-exp and MAE.
+# - *Bounded losses degrade with the number of classes*: the seed-paired accuracy gap
+#   CE − MAE is larger on the 100-class task than on 10-class MNIST-1D, by more than two
+#   standard errors of the difference.
+# - *GCE under label noise* (the motivation of {cite:t}`zhang2018gce`, not a claim of this
+#   paper, tested as context): GCE ($\tau=1.7$) beats CE on the noisy task.
+
+
+# %%
+def gap_stats(task, a=1.0, b=2.0):
+    """Seed-paired accuracy gap (τ=a) − (τ=b): mean and standard error."""
+    if (task, a) not in acc or (task, b) not in acc:
+        return None
+    gaps = np.subtract(acc[(task, a)], acc[(task, b)])
+    return gaps.mean(), (gaps.std(ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else np.inf)
+
+
+clean_tasks = [t for t in ("mnist1d", "gmm100") if t in cfg.tasks]
+means = {key: np.mean(v) for key, v in acc.items()}
+ce_gce = {t: max(means[(t, tau)] for tau in cfg.taus if 1 <= tau < 2) for t in clean_tasks}
+others = {t: max(means.get((t, 0.0), 0), means.get((t, 2.0), 0)) for t in clean_tasks}
+ch.claim("ce_best", "Cross-entropy / GCE train more accurate classifiers than sum-exp and MAE",
+         paper="CE is the best-balanced comp-sum loss (abstract; CIFAR-10/100, SVHN tables "
+               "not available to us)",
+         ours="; ".join(f"{task_names[t]}: best CE/GCE {ce_gce[t]:.3f} vs best of sum-exp/MAE "
+                        f"{others[t]:.3f}" for t in clean_tasks),
+         holds=all(ce_gce[t] >= others[t] for t in clean_tasks) if clean_tasks else None)
+g10, g100 = gap_stats("mnist1d"), gap_stats("gmm100")
+testable = g10 is not None and g100 is not None and np.isfinite(g10[1] + g100[1])
+ch.claim("mae_many_classes", "MAE falls further behind CE as the number of classes grows",
+         paper="bounds for τ > 1 scale with n; MAE degrades most on CIFAR-100 (recalled)",
+         ours=(f"CE − MAE: {g10[0]:+.3f} ± {g10[1]:.3f} (10 classes) vs {g100[0]:+.3f} ± "
+               f"{g100[1]:.3f} ({cfg.gmm_classes} classes)") if g10 and g100 else "not run",
+         holds=(g100[0] - g10[0] > 2 * np.hypot(g10[1], g100[1])) if testable else None)
+noisy = gap_stats("mnist1d_noisy", 1.7, 1.0)
+ch.claim("gce_noise", "GCE (τ=1.7) beats CE under 40% symmetric label noise [context]",
+         paper="not a claim of this paper: the motivation of GCE (Zhang & Sabuncu, 2018)",
+         ours=f"GCE − CE = {noisy[0]:+.3f} ± {noisy[1]:.3f}" if noisy else "not run",
+         holds=(noisy[0] > 0) if noisy else None)
+ch.claims_table()
+
+# %% [markdown]
+# ## 5. Smooth adversarial comp-sum losses
+#
+# For adversarial robustness the paper adds to a comp-sum loss a smooth term that measures how
+# much a perturbation $x'$ in the $\ell_\infty$ ball of radius $\gamma$ can move the margins
+# $\Delta_h(x,y) = (h(x,y)-h(x,y'))_{y'\neq y}$:
+#
+# $$
+# \tilde\ell_\tau(h,x,y) = \ell^{(\rho)}_\tau(h,x,y) + \nu\,
+# \sup_{\lVert x'-x\rVert_\infty\le\gamma}\big\lVert\Delta_h(x',y)-\Delta_h(x,y)\big\rVert_2,
+# $$
+#
+# where $\ell^{(\rho)}_\tau$ is the comp-sum loss of the scores divided by $\rho$. ADV-COMP-SUM
+# minimises its empirical mean (plus weight decay); the supremum is approximated by PGD. The
+# details — $\rho$, whether the norm is squared, the values of $\nu$ — could not be checked
+# against the paper: we use the unsquared norm, $\rho=1$, $\tau=1$ (cross-entropy), and the
+# TRADES inner loop (start at $x+0.001\,\mathcal{N}(0,1)$, signed-gradient ascent, projection),
+# so that the two methods differ *only* in the divergence being maximised and penalised:
+#
+# ```{literalinclude} ../src/lossbook/chapters/compsum.py
+# :pyobject: adv_objective
+# ```
+#
+# We compare against standard training, PGD adversarial training {cite}`madry2018pgd` and
+# TRADES {cite}`zhang2019trades` (reimplemented from its official `trades.py`: $\beta$ times the
+# batch-mean KL between clean and adversarial softmax), on standardised MNIST-1D with an MLP.
+# The radius $\varepsilon$ was fixed by one rule before any comparison: the smallest value in
+# $\{0.05, 0.1, 0.15, 0.2\}$ at which PGD-20 brings a *standardly trained* model below 20 %
+# accuracy. As in the paper's protocol {cite}`rice2020overfitting`, every adversarially trained
+# model is early-stopped on held-out training samples by PGD accuracy on the margin loss, and
+# reported with PGD on the margin loss on the test set. Sweeping $\beta$ and $\nu$ traces each
+# method's robustness–accuracy front.
+
+# %%
+adv_specs = C.adv_specs(cfg, seed, ch.device)
+adv_results = ch.sweep(C.adv_run, adv_specs, desc="adversarial training")
+front = {}
+for key, clean in C.group(adv_specs, adv_results, ("method", "weight"), "clean_acc").items():
+    robust = C.group(adv_specs, adv_results, ("method", "weight"), "robust_acc")[key]
+    front[key] = {"clean": C.mean_std(clean), "robust": C.mean_std(robust)}
+display(Markdown(markdown_table(
+    ["method", "weight", "clean accuracy", f"PGD-{cfg.adv_eval_steps} accuracy"],
+    [[m, f"{w:g}", "{:.3f} ± {:.3f}".format(*v["clean"]), "{:.3f} ± {:.3f}".format(*v["robust"])]
+     for (m, w), v in front.items()])))
+fig = figures.pareto(front, cfg.adv_eps, cfg.adv_eval_steps)
+
+# %% [markdown]
+# Verdict rules, fixed in advance: *ADV-COMP-SUM is more robust than TRADES* if the best seed-mean
+# PGD accuracy over its $\nu$ values is at least the best over TRADES's $\beta$ values; *it
+# dominates TRADES* if every TRADES point is matched or beaten in **both** clean and robust
+# accuracy (within 0.005) by some ADV-COMP-SUM point.
+
+# %%
+trades = [v for (m, _), v in front.items() if m == "trades"]
+advcs = [v for (m, _), v in front.items() if m == "adv_comp_sum"]
+best_t = max(trades, key=lambda v: v["robust"][0])
+best_a = max(advcs, key=lambda v: v["robust"][0])
+dominated = [any(a["clean"][0] >= t["clean"][0] - 0.005 and a["robust"][0] >= t["robust"][0]
+                 - 0.005 for a in advcs) for t in trades]
+ch.claim("adv_robust", "ADV-COMP-SUM reaches higher robust accuracy than TRADES",
+         paper="outperforms the state of the art (abstract; CIFAR-10/100, SVHN, numbers not "
+               "available to us)",
+         ours=f"best PGD-{cfg.adv_eval_steps} accuracy {best_a['robust'][0]:.3f} "
+              f"(ADV-COMP-SUM) vs {best_t['robust'][0]:.3f} (TRADES)",
+         holds=best_a["robust"][0] >= best_t["robust"][0])
+ch.claim("adv_front", "ADV-COMP-SUM's robustness–accuracy front dominates TRADES's",
+         paper="more robust *and* more accurate on clean data (abstract)",
+         ours=f"{sum(dominated)} of {len(trades)} TRADES points dominated",
+         holds=all(dominated))
+
+# %% [markdown]
+# ## 6. The theory claims
+
+# %%
+tight = {tau: bool(r.min() <= 1.05) for tau, r in ratios.items()}
+ch.claim("bound_holds", "The H-consistency bounds hold (0-1 excess ≤ Γ_τ(τ-excess))",
+         paper="Theorem: for all comp-sum losses, τ ∈ [0, 2]",
+         ours=f"max violation {max_violation:.1e} over {sum(v[2] for v in violations)} exact "
+              f"population points (τ ∈ {list(cfg.taus)}, n ∈ {list(cfg.tab_classes)}); "
+              f"calibration search never below T_τ (min ratio "
+              f"{min(r.min() for r in ratios.values()):.4f})",
+         holds=max_violation <= 1e-9 and min(r.min() for r in ratios.values()) >= 1 - 1e-6)
+ch.claim("bound_tight", "The bounds are tight",
+         paper="tight (abstract)",
+         ours="calibration function within 5% of T_τ at some t for n = 3: "
+              + ", ".join(f"τ={tau:g}: {'yes' if ok else 'no'} ({ratios[tau].min():.3f})"
+                          for tau, ok in tight.items()),
+         holds=all(tight.values()))
+
+# %% [markdown]
+# ## 7. Paper vs ours
+#
+# The paper's tables were not available to us, so its column holds the qualitative statements
+# of the abstract and the protocol of its reproducibility checklist; ours holds our numbers at
+# this preset. The `full` preset runs the paper's datasets (CIFAR-10, CIFAR-100, SVHN through
+# our checksummed downloader) with a ResNet-18 {cite}`he2016resnet` on a GPU; its
+# hyperparameters are standard CIFAR settings, not the paper's, which we could not read.
+
+# %%
+display(Markdown(markdown_table(["", "Paper (ICML 2023)", f"Ours ({ch.preset} preset)"], [
+    ["Data", "CIFAR-10, CIFAR-100, SVHN", ", ".join(task_names[t] for t in cfg.tasks)],
+    ["Model", "not known to us (ResNet / WRN)", f"{cfg.model} {list(cfg.hidden)}"],
+    ["Loss comparison", "CE best-balanced; extensive comparison",
+     "; ".join(f"{task_names[t]}: CE {np.mean(acc[(t, 1.0)]):.3f}, MAE "
+               f"{np.mean(acc[(t, 2.0)]):.3f}" for t in cfg.tasks
+               if (t, 1.0) in acc and (t, 2.0) in acc)],
+    ["Adversarial protocol", "ε = 8/255 (CIFAR), early stopping on 1,024 held-out samples, "
+     "PGD-40 margin loss", f"ε = {cfg.adv_eps:g} (standardised MNIST-1D), early stopping on "
+     f"{cfg.adv_val_size} held-out samples, PGD-{cfg.adv_val_steps} margin loss"],
+    ["ADV-COMP-SUM vs TRADES", "higher robust and clean accuracy",
+     f"robust {best_a['robust'][0]:.3f} vs {best_t['robust'][0]:.3f}; clean at those points "
+     f"{best_a['clean'][0]:.3f} vs {best_t['clean'][0]:.3f}"],
+])))
+
+# %% [markdown]
+# ## 8. Verdicts
+#
+# Every verdict below is computed from the numbers above by the rule stated next to it.
+
+# %%
+ch.claims_table()
+
+# %% [markdown]
+# **Reading the verdicts.** The theory reproduces exactly: the bounds held at every one of the
+# exact population points, and the numerical calibration function never went below the
+# formula's $T_\tau$ — which is also how we checked the recalled multi-class form. The empirical
+# claims are about CIFAR-scale networks; MNIST-1D with an MLP and a synthetic 100-class task
+# are far smaller, so a verdict here says what happens at this scale, not that the paper is
+# wrong at its own. The verdicts of this preset are recorded in the
+# [reproduction status](status.md) page.
+#
+# ## Provenance
+# Parameters of this run (see `lossbook list -v` for every preset):
+
+# %%
+ch.finish()

@@ -1,0 +1,5 @@
+import sys
+
+from lossbook.cli import main
+
+sys.exit(main())

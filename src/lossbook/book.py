@@ -1,0 +1,259 @@
+"""From chapter source to published record: execute (jupytext → papermill), detect staleness,
+write the reproduction-status page, build the HTML book.
+
+A chapter `notebooks/NN_slug.py` executed at the `book` preset becomes `book/NN_slug.ipynb`
+(outputs kept, injected-parameters cell hidden) plus `book/claims/NN_slug.json`. The notebook's
+metadata `lossbook.inputs` records the hashes of its source, of the library and of the lock file;
+a chapter is stale when any of them, or its parameters, differ from now.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lossbook import presets
+from lossbook.cache import library_hash
+from lossbook.claims import markdown_table, summarize
+from lossbook.io import read_json, write_atomic
+from lossbook.paths import build_dir, repo_root
+
+LOCK_FILE = "requirements/lock.txt"
+BOOK_PRESET = "book"
+
+
+def root() -> Path:
+    return repo_root()
+
+
+def chapters() -> list[str]:
+    return sorted(p.stem for p in (root() / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def source_path(chapter: str) -> Path:
+    path = root() / "notebooks" / f"{chapter}.py"
+    if not path.is_file():
+        raise presets.ConfigError(f"unknown chapter {chapter!r}; valid chapters: "
+                                  f"{', '.join(chapters())}")
+    return path
+
+
+def record_path(chapter: str) -> Path:
+    return root() / "book" / f"{chapter}.ipynb"
+
+
+def claims_record_path(chapter: str) -> Path:
+    return root() / "book" / "claims" / f"{chapter}.json"
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
+def input_hashes(chapter: str) -> dict[str, str]:
+    return {"source": file_hash(source_path(chapter)), "library": library_hash(),
+            "lock": file_hash(root() / LOCK_FILE)}
+
+
+def notebook_parameters(chapter: str) -> dict[str, Any]:
+    """Names and default values of the chapter's `parameters` cell (literals only)."""
+    import jupytext
+
+    nb = jupytext.read(source_path(chapter))
+    for cell in nb.cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            tree = ast.parse(cell.source)
+            return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+                    if isinstance(node, ast.Assign)}
+    raise ValueError(f"{chapter} has no cell tagged 'parameters'")
+
+
+def split_parameters(chapter: str, preset: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate `params` (notebook parameters or config fields) before any compute and return
+    the papermill parameters: config fields are moved into `overrides`."""
+    defaults = notebook_parameters(chapter)
+    module = presets.chapter_module(chapter)
+    fields = presets.field_types(module.Config)
+    overrides = dict(params.pop("overrides", None) or {})
+    top: dict[str, Any] = {"preset": preset}
+    for name, value in params.items():
+        if name in defaults:
+            top[name] = value
+        elif name in fields:
+            overrides[name] = value
+        else:
+            raise presets.ConfigError(
+                f"unknown parameter {name!r} for chapter {chapter}; notebook parameters: "
+                f"{', '.join(defaults)}; config parameters: {', '.join(fields)}")
+    if "seed" in top and (isinstance(top["seed"], bool) or not isinstance(top["seed"], int)):
+        raise presets.ConfigError(f"seed must be an int, got {top['seed']!r}")
+    if "device" in top and not isinstance(top["device"], str):
+        raise presets.ConfigError(f"device must be a string, got {top['device']!r}")
+    presets.resolve(chapter, preset, overrides)  # raises on a bad preset/field/type
+    if overrides:
+        top["overrides"] = overrides
+    return top
+
+
+def output_name(chapter: str, params: dict[str, Any]) -> str:
+    extras = [f"{k}{v}" for k, v in sorted(params.items()) if k not in ("preset", "overrides")]
+    if params.get("overrides"):
+        from lossbook.io import stable_hash
+
+        extras.append("o" + stable_hash(params["overrides"])[:8])
+    return "-".join([chapter, *extras])
+
+
+def execute(chapter: str, preset: str, params: dict[str, Any] | None = None, *,
+            output: Path | None = None, results: Path | None = None,
+            prepare_only: bool = False, progress: bool = True) -> Path:
+    """Execute one chapter with papermill; returns the output notebook's path."""
+    import jupytext
+    import nbformat
+    import papermill
+
+    parameters = split_parameters(chapter, preset, dict(params or {}))
+    name = output_name(chapter, parameters)
+    output = Path(output or build_dir() / preset / f"{name}.ipynb")
+    results = Path(results or output.with_suffix(".claims.json"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    nb = jupytext.read(source_path(chapter))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    os.environ["LOSSBOOK_RESULTS"] = str(results)
+    # prefer this environment's kernel over a user-wide `python3` kernelspec
+    venv_kernels = str(Path(sys.prefix) / "share" / "jupyter")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        [venv_kernels, *filter(None, [os.environ.get("JUPYTER_PATH")])])
+    os.environ.setdefault("LOSSBOOK_ROOT", str(root()))
+    tmp = output.with_name(f".running.{output.name}")
+    started = time.time()
+    try:
+        papermill.execute_notebook(nb, str(tmp), parameters=parameters, kernel_name="python3",
+                                   prepare_only=prepare_only, progress_bar=progress,
+                                   cwd=str(root() / "notebooks"))
+    finally:
+        os.environ.pop("LOSSBOOK_RESULTS", None)
+    executed = nbformat.read(tmp, as_version=4)
+    for cell in executed.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.metadata.setdefault("tags", []).append("remove-cell")
+    provenance = read_json(results)["provenance"] if results.is_file() and not prepare_only \
+        else {}
+    executed.metadata["lossbook"] = {
+        "chapter": chapter, "preset": preset, "parameters": parameters,
+        "inputs": input_hashes(chapter), "prepare_only": prepare_only,
+        "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 1), "provenance": provenance,
+    }
+    write_atomic(output, nbformat.writes(executed))
+    tmp.unlink(missing_ok=True)
+    return output
+
+
+def recorded_metadata(path: Path) -> dict | None:
+    import nbformat
+
+    if not path.is_file():
+        return None
+    return nbformat.read(path, as_version=4).metadata.get("lossbook")
+
+
+def staleness(chapter: str) -> list[str]:
+    """Why the committed `book` record of `chapter` is out of date ([] when it is current)."""
+    meta = recorded_metadata(record_path(chapter))
+    if meta is None:
+        return ["never executed"]
+    now, then = input_hashes(chapter), meta.get("inputs", {})
+    labels = {"source": "chapter source changed", "library": "library changed",
+              "lock": "locked dependencies changed"}
+    reasons = [labels[k] for k in labels if then.get(k) != now[k]]
+    if meta.get("parameters") != {"preset": BOOK_PRESET}:
+        reasons.append("executed with other parameters")
+    return reasons
+
+
+def execute_stale(force: bool = False) -> list[str]:
+    ran = []
+    for chapter in chapters():
+        reasons = ["forced"] if force else staleness(chapter)
+        if reasons:
+            print(f"[lossbook] executing {chapter} at preset {BOOK_PRESET}: {'; '.join(reasons)}",
+                  flush=True)
+            path = execute(chapter, BOOK_PRESET, {}, output=record_path(chapter),
+                           results=claims_record_path(chapter))
+            meta = recorded_metadata(path)
+            print(f"[lossbook] {chapter}: {meta['duration_s']} s", flush=True)
+            ran.append(chapter)
+        else:
+            print(f"[lossbook] {chapter}: up to date", flush=True)
+    return ran
+
+
+def chapter_title(chapter: str) -> str:
+    for line in source_path(chapter).read_text().splitlines():
+        if line.startswith("# # "):
+            return line[4:].strip()
+    return chapter
+
+
+def status_page() -> str:
+    """Markdown of the reproduction-status page, built from the committed records."""
+    lines = ["# Reproduction status", "",
+             "Every chapter's claims and verdicts at the `book` preset, as recorded by its last "
+             "execution. A chapter is **stale** when its source, the library or the locked "
+             "dependencies changed since then; `make book` re-executes exactly those.", ""]
+    rows, details = [], []
+    for chapter in chapters():
+        claims_file = claims_record_path(chapter)
+        record = read_json(claims_file) if claims_file.is_file() else None
+        reasons = staleness(chapter)
+        state = "current" if not reasons else "stale: " + "; ".join(reasons)
+        if record is None:
+            rows.append([f"[{chapter}]({chapter}.ipynb)", "–", "–", "–", "–", "–", "–", state])
+            continue
+        prov, counts = record["provenance"], summarize(record["claims"])
+        rows.append([f"[{chapter_title(chapter)}]({chapter}.ipynb)", prov["preset"],
+                     counts["held"], counts["not held"], counts["not tested"],
+                     f"{prov['wall_time_s']:.0f} s", prov["device"].split(" (")[0],
+                     f"`{prov['commit']}` — {state}"])
+        details += [f"## {chapter_title(chapter)}", "",
+                    markdown_table(["Claim", "Verdict", "Ours"],
+                                   [[c["statement"], c["verdict"], c["ours"]]
+                                    for c in record["claims"]]), ""]
+    lines.append(markdown_table(["Chapter", "Preset", "Held", "Not held", "Not tested",
+                                 "Wall time", "Device", "Commit / state"], rows))
+    return "\n".join([*lines, "", *details])
+
+
+def write_status_page() -> Path:
+    path = root() / "book" / "status.md"
+    text = status_page()
+    if not path.is_file() or path.read_text() != text:
+        write_atomic(path, text)
+    return path
+
+
+def build_html(strict: bool = False) -> Path:
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root()), "--toc",
+           str(root() / "book" / "_toc.yml"), "--config", str(root() / "_config.yml")]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    subprocess.run(cmd, check=True)
+    return root() / "_build" / "html" / "index.html"
+
+
+def build(force: bool = False, execute: bool = True, strict: bool = False) -> Path:
+    if execute:
+        execute_stale(force)
+    write_status_page()
+    index = build_html(strict)
+    print(f"[lossbook] book built: {index}")
+    return index

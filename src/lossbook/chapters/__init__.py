@@ -1,0 +1,1 @@
+"""One module per chapter: its `Config`, `PRESETS` and the run functions its sweeps call."""

@@ -1,0 +1,282 @@
+"""Chapter 1 — comp-sum losses (Mao, Mohri & Zhong, ICML 2023): presets and runs.
+
+Two kinds of runs, each a pure function of a JSON-able spec (so the run cache and the worker
+pool can handle them): `loss_run` trains one model with one comp-sum loss, `adv_run` one
+adversarial-training method at one trade-off weight.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from lossbook import attacks, data, losses, models, train
+
+
+@dataclass(frozen=True)
+class Config:
+    # (B) loss comparison: τ grid, tasks, seeds
+    taus: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 1.7, 2.0)
+    tasks: tuple[str, ...] = ("mnist1d", "mnist1d_noisy", "gmm100")
+    seeds: int = 3
+    noise_rate: float = 0.4
+    mnist1d_samples: int = 5000
+    gmm_classes: int = 100
+    gmm_dim: int = 32
+    gmm_train_per_class: int = 100
+    gmm_noise: float = 1.5
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (100, 100)
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    eval_every: int = 5
+    # (A) exact tabular bound check
+    tab_inputs: int = 100
+    tab_classes: tuple[int, ...] = (2, 10)
+    tab_alpha: float = 1.0
+    tab_steps: int = 400
+    tab_inits: int = 4
+    # (C) adversarial training
+    adv_task: str = "mnist1d"
+    adv_eps: float = 0.15
+    adv_train_steps: int = 10
+    adv_eval_steps: int = 20
+    adv_epochs: int = 20
+    adv_seeds: int = 2
+    adv_tau: float = 1.0
+    adv_rho: float = 1.0
+    trades_betas: tuple[float, ...] = (0.5, 1.0, 3.0, 6.0)
+    advcs_nus: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+    adv_val_size: int = 512
+    adv_val_steps: int = 10
+    adv_clamp: tuple[float, ...] = ()
+    data_dir: str = ""
+    download: bool = False
+
+
+PRESETS = {
+    "smoke": Config(taus=(0.0, 1.0, 2.0), tasks=("mnist1d", "gmm100"), seeds=1,
+                    mnist1d_samples=1000, gmm_classes=20, gmm_train_per_class=20, epochs=2,
+                    eval_every=1, tab_classes=(2, 10), tab_inputs=20, tab_steps=40, tab_inits=1,
+                    adv_epochs=1, adv_seeds=1, trades_betas=(1.0,), advcs_nus=(1.0,),
+                    adv_train_steps=2, adv_eval_steps=3, adv_val_size=128, adv_val_steps=2),
+    "book": Config(),
+    # The paper's datasets and scale, for a GPU. Hyperparameters the paper text would fix are
+    # not known to us (no official code, PDF tables unseen): these are the standard CIFAR
+    # settings (ResNet-18, SGD + Nesterov, cosine); ε = 8/255 and early stopping on 1,024
+    # held-out samples with PGD-40 on the margin loss follow the paper's reproducibility page.
+    "full": Config(tasks=("cifar10", "cifar100", "svhn"), model="resnet18", hidden=(),
+                   epochs=200, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
+                   schedule="cosine", eval_every=10, seeds=3, adv_task="cifar10",
+                   adv_eps=8 / 255, adv_train_steps=10, adv_eval_steps=40, adv_epochs=100,
+                   adv_seeds=1, adv_val_size=1024, adv_val_steps=40, adv_clamp=(0.0, 1.0),
+                   download=True),
+}
+
+VISION_TASKS = ("cifar10", "cifar100", "svhn")
+
+
+# --- data -------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=4)
+def load_task(task: str, spec_key: tuple) -> data.Dataset:
+    """The dataset behind a task name (cached per process; spec_key pins its settings)."""
+    settings = dict(spec_key)
+    if task in ("mnist1d", "mnist1d_noisy"):
+        return data.mnist1d(num_samples=settings["mnist1d_samples"])
+    if task == "gmm100":
+        return data.gaussian_mixture(settings["gmm_classes"], settings["gmm_dim"],
+                                     settings["gmm_train_per_class"], 50, settings["gmm_noise"],
+                                     seed=0)
+    if task in VISION_TASKS:
+        from pathlib import Path
+
+        from lossbook import vision
+        from lossbook.paths import data_dir
+
+        root = Path(settings["data_dir"]) if settings["data_dir"] else data_dir()
+        raw = vision.load_vision(task, root, download=settings["download"])
+        return data.Dataset(raw["x_train"], raw["y_train"], raw["x_test"], raw["y_test"],
+                            raw["num_classes"])
+    raise ValueError(f"unknown task {task!r}; valid: mnist1d, mnist1d_noisy, gmm100, "
+                     f"{', '.join(VISION_TASKS)}")
+
+
+DATA_KEYS = ("mnist1d_samples", "gmm_classes", "gmm_dim", "gmm_train_per_class", "gmm_noise",
+             "data_dir", "download")
+
+
+def task_data(spec: dict) -> data.Dataset:
+    dataset = load_task(spec["task"], tuple((k, spec[k]) for k in DATA_KEYS))
+    if spec["task"] == "mnist1d_noisy" and spec["noise_rate"] > 0:
+        noisy = data.symmetric_noise(dataset.y_train, spec["noise_rate"], dataset.num_classes,
+                                     seed=1000 + spec["seed"])
+        dataset = data.Dataset(dataset.x_train, noisy, dataset.x_test, dataset.y_test,
+                               dataset.num_classes)
+    return dataset.to(spec["device"])
+
+
+def build_model(spec: dict, dataset: data.Dataset) -> torch.nn.Module:
+    torch.manual_seed(spec["seed"])
+    if spec["task"] in VISION_TASKS:
+        mean = dataset.x_train.mean((0, 2, 3))
+        std = dataset.x_train.std((0, 2, 3))
+        net = models.build(spec["model"], 0, dataset.num_classes, width=spec.get("width", 64))
+        return torch.nn.Sequential(models.Normalize(mean, std), net).to(spec["device"])
+    return models.build(spec["model"], dataset.x_train.shape[1], dataset.num_classes,
+                        hidden=spec["hidden"]).to(spec["device"])
+
+
+def augmentation(spec: dict):
+    if spec["task"] in ("cifar10", "cifar100"):
+        from lossbook import vision
+
+        return lambda x, g: vision.random_crop_flip(x, generator=g)
+    return None
+
+
+TRAIN_KEYS = ("model", "hidden", "epochs", "batch_size", "optimizer", "lr", "momentum",
+              "weight_decay", "schedule", "eval_every")
+
+
+def base_spec(cfg: Config, task: str, seed: int, device: str) -> dict:
+    spec = {"task": task, "seed": seed, "device": device, "noise_rate": cfg.noise_rate}
+    spec.update({k: getattr(cfg, k) for k in DATA_KEYS + TRAIN_KEYS})
+    spec["hidden"] = list(cfg.hidden)
+    return spec
+
+
+# --- (B) loss comparison ----------------------------------------------------------------------
+
+def loss_specs(cfg: Config, seed: int, device: str) -> list[dict]:
+    return [{**base_spec(cfg, task, seed + s, device), "tau": tau}
+            for task in cfg.tasks for tau in cfg.taus for s in range(cfg.seeds)]
+
+
+def loss_run(spec: dict) -> dict:
+    """Train one model with the comp-sum loss ℓ_τ; return its learning curve and accuracies."""
+    dataset = task_data(spec)
+    model = build_model(spec, dataset)
+    tau = spec["tau"]
+    result = train.fit(
+        model, dataset, train.logit_objective(lambda z, y: losses.comp_sum_loss(z, y, tau)),
+        epochs=spec["epochs"], batch_size=spec["batch_size"], optimizer=spec["optimizer"],
+        lr=spec["lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"],
+        nesterov=spec["optimizer"] == "sgd", schedule=spec["schedule"], seed=spec["seed"],
+        augment=augmentation(spec), eval_every=spec["eval_every"])
+    return {"test_acc": result["final"]["test_acc"], "train_acc": result["final"]["train_acc"],
+            "history": result["history"]}
+
+
+# --- (C) adversarial training -----------------------------------------------------------------
+
+ADV_METHODS = ("standard", "pgd_at", "trades", "adv_comp_sum")
+
+
+def adv_specs(cfg: Config, seed: int, device: str) -> list[dict]:
+    settings = [("standard", 0.0), ("pgd_at", 0.0)]
+    settings += [("trades", b) for b in cfg.trades_betas]
+    settings += [("adv_comp_sum", nu) for nu in cfg.advcs_nus]
+    specs = []
+    for method, weight in settings:
+        for s in range(cfg.adv_seeds):
+            spec = base_spec(cfg, cfg.adv_task, seed + s, device)
+            spec.update(method=method, weight=weight, tau=cfg.adv_tau, rho=cfg.adv_rho,
+                        eps=cfg.adv_eps, train_steps=cfg.adv_train_steps,
+                        eval_steps=cfg.adv_eval_steps, epochs=cfg.adv_epochs,
+                        val_size=cfg.adv_val_size, val_steps=cfg.adv_val_steps,
+                        clamp=list(cfg.adv_clamp))
+            specs.append(spec)
+    return specs
+
+
+def adv_objective(spec: dict):
+    """The training objective of one adversarial method (step size ε/4, as in the chapter)."""
+    eps, steps = spec["eps"], spec["train_steps"]
+    step_size, clamp = eps / 4, tuple(spec["clamp"]) or None
+    method, weight = spec["method"], spec["weight"]
+    if method == "standard":
+        return train.logit_objective(torch.nn.functional.cross_entropy)
+    if method == "pgd_at":
+        def objective(model, x, y):
+            x_adv = attacks.pgd(model, x, y, eps=eps, step_size=step_size, steps=steps,
+                                clamp=clamp)
+            return torch.nn.functional.cross_entropy(model(x_adv), y)
+        return objective
+    if method == "trades":
+        def objective(model, x, y):
+            x_adv = attacks.pgd_divergence(model, x, losses.trades_kl, eps=eps,
+                                           step_size=step_size, steps=steps, clamp=clamp)
+            return losses.trades_loss(model(x), model(x_adv), y, beta=weight)
+        return objective
+    if method == "adv_comp_sum":
+        def objective(model, x, y):
+            x_adv = attacks.pgd_divergence(
+                model, x, lambda z_adv, z: losses.margin_shift(z_adv, z, y).sum(), eps=eps,
+                step_size=step_size, steps=steps, clamp=clamp)
+            return losses.smooth_adv_comp_sum_loss(model(x), model(x_adv), y, spec["tau"],
+                                                   nu=weight, rho=spec["rho"])
+        return objective
+    raise ValueError(f"unknown adversarial method {method!r}; valid: {', '.join(ADV_METHODS)}")
+
+
+def adv_run(spec: dict) -> dict:
+    """Adversarial training with early stopping on held-out robust accuracy (PGD, margin loss).
+
+    Standard training is not early-stopped (its robust accuracy is near zero at every epoch).
+    """
+    full = task_data(spec)
+    n_val = spec["val_size"]
+    g = torch.Generator().manual_seed(spec["seed"])
+    order = torch.randperm(len(full.y_train), generator=g).to(full.y_train.device)
+    val, fit_idx = order[:n_val], order[n_val:]
+    dataset = data.Dataset(full.x_train[fit_idx], full.y_train[fit_idx], full.x_test,
+                           full.y_test, full.num_classes)
+    model = build_model(spec, dataset)
+    eps, clamp = spec["eps"], tuple(spec["clamp"]) or None
+
+    def robust(m, x, y, steps):
+        return attacks.robust_accuracy(m, x, y, eps=eps, step_size=2.5 * eps / steps,
+                                       steps=steps, loss="margin", clamp=clamp)
+
+    def evaluate(m):
+        return {"val_robust": robust(m, full.x_train[val], full.y_train[val], spec["val_steps"]),
+                "test_acc": attacks.accuracy(m, dataset.x_test, dataset.y_test)}
+
+    result = train.fit(
+        model, dataset, adv_objective(spec), epochs=spec["epochs"],
+        batch_size=spec["batch_size"], optimizer=spec["optimizer"], lr=spec["lr"],
+        momentum=spec["momentum"], weight_decay=spec["weight_decay"],
+        nesterov=spec["optimizer"] == "sgd", schedule=spec["schedule"], seed=spec["seed"],
+        augment=augmentation(spec), evaluate=evaluate,
+        select=None if spec["method"] == "standard" else "val_robust")
+    return {"clean_acc": attacks.accuracy(model, dataset.x_test, dataset.y_test),
+            "robust_acc": robust(model, dataset.x_test, dataset.y_test, spec["eval_steps"]),
+            "robust_acc_ce": attacks.robust_accuracy(
+                model, dataset.x_test, dataset.y_test, eps=eps,
+                step_size=2.5 * eps / spec["eval_steps"], steps=spec["eval_steps"], loss="ce",
+                clamp=clamp),
+            "history": result["history"]}
+
+
+# --- summaries --------------------------------------------------------------------------------
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = list(values)
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def group(specs: list[dict], results: list[dict], keys: tuple[str, ...], metric: str) -> dict:
+    """{(spec[k] for k in keys): [metric over seeds]}, in first-seen order."""
+    groups: dict[tuple, list[float]] = {}
+    for spec, result in zip(specs, results):
+        groups.setdefault(tuple(spec[k] for k in keys), []).append(result[metric])
+    return groups

@@ -1,0 +1,99 @@
+"""The `lossbook` command: list chapters, run one at a preset, build the book."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lossbook import book, presets
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    print(f"{'chapter':28} {'presets':18} {'book record':34} {'duration':>9}")
+    for chapter in book.chapters():
+        module = presets.chapter_module(chapter)
+        meta = book.recorded_metadata(book.record_path(chapter))
+        reasons = book.staleness(chapter)
+        state = "current" if not reasons else "stale (" + "; ".join(reasons) + ")"
+        duration = f"{meta['duration_s']:.0f} s" if meta else "–"
+        print(f"{chapter:28} {','.join(module.PRESETS):18} {state:34} {duration:>9}")
+        for preset in module.PRESETS:
+            for path in sorted((book.build_dir() / preset).glob(f"{chapter}*.ipynb")):
+                meta = book.recorded_metadata(path) or {}
+                print(f"  {preset:6} {path.name:40} {meta.get('executed_at', '?'):26} "
+                      f"{meta.get('duration_s', 0):.0f} s")
+    if args.verbose:
+        for chapter in book.chapters():
+            print(f"\n{chapter} parameters per preset:\n{presets.describe(chapter)}")
+    return 0
+
+
+def parse_params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise presets.ConfigError(f"parameters are written key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        params[key.strip()] = presets.parse_cli_value(value)
+    return params
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.record and args.preset != book.BOOK_PRESET:
+        raise presets.ConfigError("--record writes the published record: use --preset book")
+    params = parse_params(args.param)
+    if args.record:
+        path = book.execute(args.chapter, args.preset, params,
+                            output=book.record_path(args.chapter),
+                            results=book.claims_record_path(args.chapter))
+    else:
+        path = book.execute(args.chapter, args.preset, params,
+                            output=args.output, prepare_only=args.prepare_only)
+    print(f"[lossbook] wrote {path}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    book.build(force=args.force, execute=not args.no_execute, strict=args.strict)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(book.write_status_page())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lossbook", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="chapters, presets, last runs and their durations")
+    p.add_argument("-v", "--verbose", action="store_true", help="also every preset's parameters")
+    p.set_defaults(fn=cmd_list)
+    p = sub.add_parser("run", help="execute one chapter (jupytext → papermill)")
+    p.add_argument("chapter")
+    p.add_argument("--preset", default="book")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a notebook parameter (seed, device) or a config field (see list -v)")
+    p.add_argument("-o", "--output", help="output notebook (default build/<preset>/...)")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="inject parameters without executing (for nbval)")
+    p.add_argument("--record", action="store_true",
+                   help="write the published record book/<chapter>.ipynb (book preset)")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("build", help="execute stale chapters at `book`, then build the HTML")
+    p.add_argument("--force", action="store_true", help="re-execute every chapter")
+    p.add_argument("--no-execute", action="store_true", help="render the committed records")
+    p.add_argument("--strict", action="store_true", help="warnings are errors (-W -n)")
+    p.set_defaults(fn=cmd_build)
+    p = sub.add_parser("status", help="rewrite book/status.md from the committed records")
+    p.set_defaults(fn=cmd_status)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except presets.ConfigError as err:
+        print(f"lossbook: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Loss functions, each as its paper defines it. Logit losses take (logits [B, n], y [B])."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"unknown reduction {reduction!r}; valid: mean, sum, none")
+
+
+# --- Comp-sum losses (Mao, Mohri & Zhong, ICML 2023) -----------------------------------------
+
+def comp_sum_loss(logits: torch.Tensor, y: torch.Tensor, tau: float,
+                  reduction: str = "mean") -> torch.Tensor:
+    """ℓ_τ = Φ^τ(Σ_{y'≠y} exp(h_{y'} − h_y)) with Φ^τ(u) = ((1+u)^{1−τ} − 1)/(1−τ), Φ^1 = log(1+u).
+
+    Since 1 + u = 1/p_y (p = softmax h), ℓ_τ = (1 − p_y^{τ−1})/(τ − 1), computed from
+    log p_y with expm1 so that τ near 1 and saturated logits stay accurate:
+    τ=0 sum-exponential, τ=1 cross-entropy, τ∈(1,2) GCE with q=τ−1, τ=2 MAE (1 − p_y).
+    """
+    if tau < 0:
+        raise ValueError(f"comp-sum losses need tau >= 0, got {tau}")
+    log_py = torch.log_softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
+    if tau == 1:
+        loss = -log_py
+    else:
+        loss = -torch.expm1((tau - 1.0) * log_py) / (tau - 1.0)
+    return _reduce(loss, reduction)
+
+
+def comp_sum_phi(u: torch.Tensor, tau: float) -> torch.Tensor:
+    """Φ^τ(u), the outer function of the comp-sum family, on u ≥ 0."""
+    if tau == 1:
+        return torch.log1p(u)
+    return torch.expm1((1.0 - tau) * torch.log1p(u)) / (1.0 - tau)
+
+
+def comp_sum_general(logits: torch.Tensor, y: torch.Tensor, tau: float,
+                     reduction: str = "mean") -> torch.Tensor:
+    """The defining form Φ^τ(Σ_{y'≠y} exp(h_{y'} − h_y)); equal to `comp_sum_loss` (tested)."""
+    diff = logits - logits.gather(1, y[:, None])
+    not_true = torch.ones_like(diff, dtype=torch.bool).scatter_(1, y[:, None], False)
+    u = torch.where(not_true, diff.exp(), torch.zeros_like(diff)).sum(1)
+    return _reduce(comp_sum_phi(u, tau), reduction)
+
+
+def margin_vector(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Δ_h(x, y) = (h(x,y) − h(x,y'))_{y'≠y}, shape [B, n−1]."""
+    diff = logits.gather(1, y[:, None]) - logits
+    keep = torch.ones_like(diff, dtype=torch.bool).scatter_(1, y[:, None], False)
+    return diff[keep].view(len(y), -1)
+
+
+def margin_shift(logits_adv: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """‖Δ_h(x', y) − Δ_h(x, y)‖₂ per example: the smooth term of the adversarial comp-sum loss."""
+    return (margin_vector(logits_adv, y) - margin_vector(logits, y)).norm(dim=1)
+
+
+def smooth_adv_comp_sum_loss(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor,
+                             tau: float, nu: float, rho: float = 1.0) -> torch.Tensor:
+    """ℓ̃_τ = ℓ_τ(h/ρ) + ν · ‖Δ_h(x', y) − Δ_h(x, y)‖₂, x' the maximiser found by PGD (mean)."""
+    return comp_sum_loss(logits / rho, y, tau) + nu * margin_shift(logits_adv, logits, y).mean()
+
+
+# --- TRADES (Zhang et al., ICML 2019; official yaodongyu/TRADES trades.py) -------------------
+
+def trades_kl(logits_adv: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Σ KL(softmax f(x) ‖ softmax f(x')) over the batch (KLDivLoss(size_average=False))."""
+    return F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1),
+                    reduction="sum")
+
+
+def trades_loss(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor,
+                beta: float) -> torch.Tensor:
+    """CE(f(x), y) + β · (1/B) · Σ KL(softmax f(x) ‖ softmax f(x'))."""
+    return F.cross_entropy(logits, y) + beta * trades_kl(logits_adv, logits) / len(y)
