@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,7 @@ def execute(chapter: str, preset: str, params: dict[str, Any] | None = None, *,
     executed.metadata["lossbook"] = {
         "chapter": chapter, "preset": preset, "parameters": parameters,
         "inputs": input_hashes(chapter), "prepare_only": prepare_only,
-        "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "executed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.time() - started, 1), "provenance": provenance,
     }
     write_atomic(output, nbformat.writes(executed))

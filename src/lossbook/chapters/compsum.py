@@ -30,6 +30,7 @@ class Config:
     gmm_noise: float = 1.5
     model: str = "mlp"
     hidden: tuple[int, ...] = (100, 100)
+    width: int = 64
     epochs: int = 30
     batch_size: int = 128
     optimizer: str = "adam"
@@ -129,7 +130,7 @@ def build_model(spec: dict, dataset: data.Dataset) -> torch.nn.Module:
     if spec["task"] in VISION_TASKS:
         mean = dataset.x_train.mean((0, 2, 3))
         std = dataset.x_train.std((0, 2, 3))
-        net = models.build(spec["model"], 0, dataset.num_classes, width=spec.get("width", 64))
+        net = models.build(spec["model"], 0, dataset.num_classes, width=spec["width"])
         return torch.nn.Sequential(models.Normalize(mean, std), net).to(spec["device"])
     return models.build(spec["model"], dataset.x_train.shape[1], dataset.num_classes,
                         hidden=spec["hidden"]).to(spec["device"])
@@ -143,7 +144,7 @@ def augmentation(spec: dict):
     return None
 
 
-TRAIN_KEYS = ("model", "hidden", "epochs", "batch_size", "optimizer", "lr", "momentum",
+TRAIN_KEYS = ("model", "hidden", "width", "epochs", "batch_size", "optimizer", "lr", "momentum",
               "weight_decay", "schedule", "eval_every")
 
 

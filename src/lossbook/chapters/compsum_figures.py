@@ -79,7 +79,8 @@ def minimizability(taus, n: int = 10):
                     for t in tau_grid])
     image = ax1.pcolormesh(lam, tau_grid, np.log10(gap), shading="auto")
     fig.colorbar(image, ax=ax1, label="log$_{10}$ best-in-class τ-risk")
-    ax1.set(xlabel="score bound Λ", ylabel="τ", title=f"$\\Phi^\\tau((n-1)e^{{-2\\Lambda}})$, n={n}")
+    ax1.set(xlabel="score bound Λ", ylabel="τ",
+            title=f"$\\Phi^\\tau((n-1)e^{{-2\\Lambda}})$, n={n}")
     colors = color_map(taus)
     p1 = np.linspace(0, 1, 201)
     p = np.stack([p1, 1 - p1], axis=1)

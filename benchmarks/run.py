@@ -1,0 +1,153 @@
+"""Benchmarks: `python benchmarks/run.py` (or `make bench`) prints one table per question.
+
+1. Our fit loop (tensors indexed in memory) vs a plain torch DataLoader loop: same model, data,
+   batch size, epochs and optimiser on MNIST-1D; samples/s and the ratio, measured in one run.
+2. Thread count and flush-denormal settings for the same fit loop.
+3. Two independent runs: sequential in one process vs `lossbook.cache.sweep` with 2 workers.
+4. Each chapter's wall time at the `book` preset: recorded by its last `make book` (default), or
+   re-executed now with an empty run cache (`--chapters`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+from lossbook import cache, data, models, train
+from lossbook.claims import markdown_table
+
+EPOCHS, BATCH, REPEAT = 10, 128, 3
+
+
+def build(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return models.build(kind, 40, 10, hidden=(100, 100))
+
+
+def fit_loop(kind: str, dataset: data.Dataset) -> float:
+    model = build(kind)
+    start = time.perf_counter()
+    train.fit(model, dataset, train.logit_objective(torch.nn.functional.cross_entropy),
+              epochs=EPOCHS, batch_size=BATCH, lr=1e-3, evaluate=lambda m: {})
+    return time.perf_counter() - start
+
+
+def dataloader_loop(kind: str, dataset: data.Dataset) -> float:
+    model = build(kind)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(dataset.x_train, dataset.y_train), batch_size=BATCH,
+        shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    for _ in range(EPOCHS):
+        model.train()
+        for xb, yb in loader:
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - start
+
+
+def best_of(fn, *args) -> float:
+    """The fastest of REPEAT timings: the least disturbed by other load on the machine."""
+    return min(fn(*args) for _ in range(REPEAT))
+
+
+def one_run(spec: dict) -> dict:
+    dataset = data.mnist1d(num_samples=5000)
+    return {"seconds": sum(fit_loop(spec["model"], dataset) for _ in range(spec["repeat"]))}
+
+
+def throughput(seconds: float, n: int) -> str:
+    return f"{EPOCHS * n / seconds:,.0f}"
+
+
+def loop_table(dataset: data.Dataset) -> str:
+    n = (len(dataset.y_train) // BATCH) * BATCH
+    rows = []
+    for kind in ("mlp", "cnn1d"):
+        fit_loop(kind, dataset)  # warm-up
+        ours, plain = best_of(fit_loop, kind, dataset), best_of(dataloader_loop, kind, dataset)
+        rows.append([kind, throughput(ours, n), throughput(plain, n), f"{plain / ours:.2f}×"])
+    return markdown_table(["model", "lossbook.train.fit (samples/s)", "DataLoader loop "
+                           "(samples/s)", "speed-up"], rows)
+
+
+def settings_table(dataset: data.Dataset) -> str:
+    n = (len(dataset.y_train) // BATCH) * BATCH
+    rows = []
+    for threads in (1, 2):
+        for flush in (True, False):
+            torch.set_num_threads(threads)
+            torch.set_flush_denormal(flush)
+            cells = [throughput(best_of(fit_loop, kind, dataset), n) for kind in ("mlp", "cnn1d")]
+            rows.append([threads, "on" if flush else "off", *cells])
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    return markdown_table(["torch threads", "flush denormal", "MLP samples/s",
+                           "CNN samples/s"], rows)
+
+
+def parallel_table() -> str:
+    specs = [{"model": "cnn1d", "seed": i, "repeat": 4} for i in range(2)]
+    start = time.perf_counter()
+    cache.sweep(one_run, specs, workers=1, progress=False)
+    sequential = time.perf_counter() - start
+    start = time.perf_counter()
+    cache.sweep(one_run, specs, workers=2, progress=False)
+    parallel = time.perf_counter() - start
+    return markdown_table([f"two CNN runs of {4 * EPOCHS} epochs", "wall time (s)"], [
+        ["sequential, one process, 1 thread", f"{sequential:.1f}"],
+        ["2 worker processes, 1 thread each (spawn included)", f"{parallel:.1f}"],
+        ["speed-up", f"{sequential / parallel:.2f}×"]])
+
+
+def chapter_table(execute: bool) -> str:
+    from lossbook import book
+
+    rows = []
+    for chapter in book.chapters():
+        if execute:
+            with tempfile.TemporaryDirectory() as tmp:
+                os.environ["LOSSBOOK_CACHE"] = tmp
+                start = time.perf_counter()
+                book.execute(chapter, "book", {}, output=f"{tmp}/{chapter}.ipynb",
+                             progress=False)
+                rows.append([chapter, f"{time.perf_counter() - start:.0f} s", "now, empty cache"])
+        else:
+            meta = book.recorded_metadata(book.record_path(chapter)) or {}
+            rows.append([chapter, f"{meta.get('duration_s', float('nan')):.0f} s",
+                         f"recorded {meta.get('executed_at', '–')}"])
+    return markdown_table(["chapter", "book-preset wall time", "measured"], rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chapters", action="store_true",
+                        help="re-execute every chapter at `book` (minutes) instead of reading "
+                             "the recorded wall times")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    dataset = data.mnist1d(num_samples=5000)
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores; MNIST-1D {len(dataset.y_train)} "
+          f"training samples, batch {BATCH}, {EPOCHS} epochs, Adam\n")
+    for title, table in [
+        ("1. Fit loop vs DataLoader loop (1 thread, flush denormal on)", loop_table(dataset)),
+        ("2. Threads and flush-denormal (lossbook.train.fit)", settings_table(dataset)),
+        ("3. Independent runs in parallel workers", parallel_table()),
+        ("4. Chapters at the book preset", chapter_table(args.chapters)),
+    ]:
+        print(f"{title}\n{table}\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

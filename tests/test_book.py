@@ -1,0 +1,115 @@
+"""The published record: staleness detection, execution metadata, and the committed chapters."""
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lossbook import book, cache
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tmp_repo(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "book").mkdir()
+    (tmp_path / "requirements").mkdir()
+    shutil.copy(REPO / "notebooks" / "01_compsum.py", tmp_path / "notebooks")
+    (tmp_path / "requirements" / "lock.txt").write_text("torch==2.13.0\n")
+    monkeypatch.setenv("LOSSBOOK_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def fake_record(repo: Path, parameters=None) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["lossbook"] = {"inputs": book.input_hashes("01_compsum"),
+                               "parameters": parameters or {"preset": "book"}}
+    path = repo / "book" / "01_compsum.ipynb"
+    path.write_text(nbformat.writes(nb))
+    return path
+
+
+def test_staleness_tracks_source_library_lock_and_parameters(tmp_repo, monkeypatch):
+    assert book.staleness("01_compsum") == ["never executed"]
+    fake_record(tmp_repo)
+    assert book.staleness("01_compsum") == []
+    source = tmp_repo / "notebooks" / "01_compsum.py"
+    source.write_text(source.read_text() + "\n# %%\nprint('edited')\n")
+    assert book.staleness("01_compsum") == ["chapter source changed"]
+    fake_record(tmp_repo)
+    (tmp_repo / "requirements" / "lock.txt").write_text("torch==2.14.0\n")
+    assert book.staleness("01_compsum") == ["locked dependencies changed"]
+    fake_record(tmp_repo)
+    monkeypatch.setattr(book, "library_hash", lambda: "other")
+    assert book.staleness("01_compsum") == ["library changed"]
+    monkeypatch.undo()
+    monkeypatch.setenv("LOSSBOOK_ROOT", str(tmp_repo))
+    fake_record(tmp_repo, {"preset": "book", "seed": 3})
+    assert book.staleness("01_compsum") == ["executed with other parameters"]
+
+
+def test_prepare_only_injects_hidden_parameters_and_records_inputs(tmp_repo):
+    out = book.execute("01_compsum", "smoke", {"seed": 2, "epochs": 1}, prepare_only=True,
+                       output=tmp_repo / "out.ipynb", progress=False)
+    nb = nbformat.read(out, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
+    assert "seed = 2" in injected[0].source and '"epochs": 1' in injected[0].source
+    meta = nb.metadata["lossbook"]
+    assert meta["inputs"] == book.input_hashes("01_compsum")
+    assert meta["parameters"] == {"preset": "smoke", "seed": 2, "overrides": {"epochs": 1}}
+    assert not list(tmp_repo.glob(".running.*"))
+
+
+def test_output_names_distinguish_sweep_members():
+    assert book.output_name("01_compsum", {"preset": "full"}) == "01_compsum"
+    assert book.output_name("01_compsum", {"preset": "full", "seed": 3}) == "01_compsum-seed3"
+    a = book.output_name("01_compsum", {"preset": "full", "overrides": {"epochs": 1}})
+    assert a != book.output_name("01_compsum", {"preset": "full", "overrides": {"epochs": 2}})
+
+
+def test_library_hash_covers_the_package():
+    assert len(cache.library_hash()) == 64
+
+
+# --- the committed record (fails `make test` when a chapter is older than its source) --------
+
+@pytest.mark.parametrize("chapter", book.chapters())
+def test_committed_record_is_current_and_complete(chapter, monkeypatch):
+    monkeypatch.setenv("LOSSBOOK_ROOT", str(REPO))
+    record = book.record_path(chapter)
+    assert record.is_file(), f"{record} missing: run `make book`"
+    nb = nbformat.read(record, as_version=4)
+    meta = nb.metadata["lossbook"]
+    assert meta["inputs"]["source"] == book.file_hash(book.source_path(chapter)), (
+        f"{record.name} was executed from an older {chapter}.py: run `make book` and commit it")
+    assert meta["parameters"] == {"preset": "book"} and not meta["prepare_only"]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("outputs") is not None for c in code)
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert sum(bool(c.outputs) for c in code) >= len(code) // 2
+    injected = [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
+    assert all("remove-cell" in c.metadata["tags"] for c in injected)
+    claims = json.loads(book.claims_record_path(chapter).read_text())
+    assert claims["provenance"]["preset"] == "book" and claims["claims"]
+    assert {c["verdict"] for c in claims["claims"]} <= {"held", "not held", "not tested"}
+
+
+@pytest.mark.parametrize("chapter", book.chapters())
+def test_sources_have_literal_parameters_and_are_in_the_toc(chapter, monkeypatch):
+    monkeypatch.setenv("LOSSBOOK_ROOT", str(REPO))
+    params = book.notebook_parameters(chapter)
+    assert {"preset", "seed", "device"} <= set(params) and params["device"] == "auto"
+    assert f"book/{chapter}" in (REPO / "book" / "_toc.yml").read_text()
+    assert not list((REPO / "notebooks").glob("*.ipynb"))
+
+
+def test_status_page_lists_every_chapter(monkeypatch):
+    monkeypatch.setenv("LOSSBOOK_ROOT", str(REPO))
+    page = book.status_page()
+    assert page.startswith("# Reproduction status")
+    for chapter in book.chapters():
+        assert f"({chapter}.ipynb)" in page
