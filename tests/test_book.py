@@ -113,3 +113,15 @@ def test_status_page_lists_every_chapter(monkeypatch):
     assert page.startswith("# Reproduction status")
     for chapter in book.chapters():
         assert f"({chapter}.ipynb)" in page
+
+
+def test_progress_bars_are_settled_to_their_final_state():
+    stream = [nbformat.v4.new_output("stream", name="stderr", text=t) for t in (
+        "runs:   0%|  | 0/3\n", "runs:  33%|█ | 1/3\r", "runs: 100%|██| 3/3\n",
+        "a real warning\n")]
+    stdout = nbformat.v4.new_output("stream", name="stdout", text="hello\n")
+    settled = book.settle_progress_bars([stdout, *stream])
+    assert settled[0] is stdout and len(settled) == 2
+    assert settled[1]["text"] == "runs: 100%|██| 3/3\na real warning\n"
+    empty = nbformat.v4.new_output("stream", name="stderr", text="\n\n")
+    assert book.settle_progress_bars([empty]) == []

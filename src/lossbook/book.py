@@ -145,6 +145,8 @@ def execute(chapter: str, preset: str, params: dict[str, Any] | None = None, *,
     for cell in executed.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.metadata.setdefault("tags", []).append("remove-cell")
+        if cell.cell_type == "code":
+            cell.outputs = settle_progress_bars(cell.outputs)
     provenance = read_json(results)["provenance"] if results.is_file() and not prepare_only \
         else {}
     executed.metadata["lossbook"] = {
@@ -156,6 +158,42 @@ def execute(chapter: str, preset: str, params: dict[str, Any] | None = None, *,
     write_atomic(output, nbformat.writes(executed))
     tmp.unlink(missing_ok=True)
     return output
+
+
+def _is_stderr(output) -> bool:
+    return output.get("output_type") == "stream" and output.get("name") == "stderr"
+
+
+def _settle(text: str) -> str:
+    kept: list[str] = []
+    bars: dict[str, int] = {}
+    for line in (part.rsplit("\r", 1)[-1] for part in text.split("\n")):
+        if not line.strip():
+            continue
+        key = line.split(":", 1)[0] if "%|" in line else None
+        if key is not None and key in bars:
+            kept[bars[key]] = line
+            continue
+        if key is not None:
+            bars[key] = len(kept)
+        kept.append(line)
+    return "\n".join(kept) + "\n" if kept else ""
+
+
+def settle_progress_bars(outputs: list) -> list:
+    """Keep what a terminal would show at the end: the last state of each progress bar.
+
+    tqdm redraws its bar with carriage returns, and a notebook stores every redraw.
+    """
+    merged: list = []
+    for output in outputs:
+        if _is_stderr(output) and merged and _is_stderr(merged[-1]):
+            merged[-1]["text"] += output["text"]
+        else:
+            merged.append(output)
+    for output in filter(_is_stderr, merged):
+        output["text"] = _settle(output["text"])
+    return [o for o in merged if not _is_stderr(o) or o["text"]]
 
 
 def recorded_metadata(path: Path) -> dict | None:

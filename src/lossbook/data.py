@@ -7,12 +7,13 @@ Real image datasets for `full` presets live in `lossbook.vision`.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
 
-from lossbook.io import stable_hash
+from lossbook.io import stable_hash, write_atomic
 from lossbook.paths import cache_dir
 
 
@@ -74,10 +75,9 @@ def mnist1d(num_samples: int = 5000, seed: int = 42, num_classes: int = 10,
 
         templates = random_templates(num_classes, template_seed or 0) if custom else None
         data = make_dataset(ObjectView(args), template=templates)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
-        tmp.replace(path)
+        buffer = io.BytesIO()  # parallel workers may generate the same file: write atomically
+        np.savez(buffer, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
+        write_atomic(path, buffer.getvalue())
     with np.load(path, allow_pickle=False) as f:
         return _from_numpy(f["x"], f["y"], f["x_test"], f["y_test"], num_classes)
 
@@ -157,3 +157,52 @@ def long_tail_indices(y: torch.Tensor, ratio: float, num_classes: int, profile: 
         members = torch.nonzero(y.cpu() == c).flatten()
         chosen.append(members[torch.randperm(len(members), generator=g)[:count]])
     return torch.cat(chosen).sort().values
+
+
+def class_counts(y: torch.Tensor, num_classes: int) -> list[int]:
+    """n_c, the number of labels equal to c, for c = 0 … num_classes − 1."""
+    return torch.bincount(y.cpu(), minlength=num_classes)[:num_classes].tolist()
+
+
+def class_subset_indices(y: torch.Tensor, counts: list[int], seed: int = 0) -> torch.Tensor:
+    """Sorted indices of a random subset of `y` with exactly `counts[c]` labels of class c.
+
+    With `counts = long_tail_counts(...)` this is the long-tailed subsample of Cao et al. (2019,
+    official `IMBALANCECIFAR10.gen_imbalanced_data`: a random `counts[c]` of each class); with
+    equal counts it is a class-balanced subsample (e.g. a balanced test set).
+    """
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c, count in enumerate(counts):
+        members = torch.nonzero(y.cpu() == c).flatten()
+        if count > len(members):
+            raise ValueError(f"class {c} has {len(members)} examples, {count} requested")
+        chosen.append(members[torch.randperm(len(members), generator=g)[:count]])
+    return torch.cat(chosen).sort().values
+
+
+def effective_number_weights(counts: list[int], beta: float) -> torch.Tensor:
+    """Class-balanced weights w_c ∝ (1 − β)/(1 − β^{n_c}), normalised to sum to the class count.
+
+    1/w_c is the "effective number of samples" of Cui et al. (CVPR 2019); β = 0 gives equal
+    weights, β → 1 inverse class frequency. The normalisation Σ_c w_c = C is the one of the
+    LDAM-DRW official code (`cifar_train.py`, train rules `Reweight` and `DRW`).
+    """
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got {beta}")
+    n = np.asarray(counts, dtype=np.float64)
+    if (n <= 0).any():
+        raise ValueError(f"every class needs at least one example, got counts {list(counts)}")
+    weights = (1.0 - beta) / (1.0 - np.power(beta, n))
+    return torch.as_tensor(weights / weights.sum() * len(n), dtype=torch.float32)
+
+
+def class_balanced_sample(y: torch.Tensor, class_weights: torch.Tensor, num_samples: int,
+                          generator: torch.Generator) -> torch.Tensor:
+    """`num_samples` indices drawn i.i.d. with replacement, P(i) ∝ class_weights[y_i].
+
+    The re-sampling rule of the LDAM-DRW official code (`utils.ImbalancedDatasetSampler` with
+    effective-number weights); drawn on the CPU with `generator`.
+    """
+    per_sample = class_weights.double().cpu()[y.cpu()]
+    return torch.multinomial(per_sample, num_samples, replacement=True, generator=generator)
