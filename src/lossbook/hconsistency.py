@@ -17,6 +17,8 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import entr, log_softmax, softmax
 
+from lossbook.losses import comp_sum_from_log_probs
+
 ArrayLike = float | np.ndarray
 
 
@@ -256,8 +258,7 @@ def zero_one_excess_risk(h_table: ArrayLike, problem: TabularProblem) -> np.ndar
 
 def population_risk_torch(h: torch.Tensor, p: torch.Tensor, tau: float) -> torch.Tensor:
     """E_x Σ_y p(y|x) ℓ_τ(h(x), y) for a score table h (K, n), differentiable."""
-    log_q = torch.log_softmax(h, dim=-1)
-    loss = -log_q if tau == 1 else -torch.expm1((tau - 1) * log_q) / (tau - 1)
+    loss = comp_sum_from_log_probs(torch.log_softmax(h, dim=-1), tau)
     return (p * loss).sum(dim=-1).mean()
 
 

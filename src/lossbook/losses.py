@@ -26,14 +26,17 @@ def comp_sum_loss(logits: torch.Tensor, y: torch.Tensor, tau: float,
     log p_y with expm1 so that τ near 1 and saturated logits stay accurate:
     τ=0 sum-exponential, τ=1 cross-entropy, τ∈(1,2) GCE with q=τ−1, τ=2 MAE (1 − p_y).
     """
+    log_py = torch.log_softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
+    return _reduce(comp_sum_from_log_probs(log_py, tau), reduction)
+
+
+def comp_sum_from_log_probs(log_p: torch.Tensor, tau: float) -> torch.Tensor:
+    """ℓ_τ as a function of log p_y (elementwise): −expm1((τ−1) log p_y)/(τ−1), −log p_y at τ=1."""
     if tau < 0:
         raise ValueError(f"comp-sum losses need tau >= 0, got {tau}")
-    log_py = torch.log_softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
     if tau == 1:
-        loss = -log_py
-    else:
-        loss = -torch.expm1((tau - 1.0) * log_py) / (tau - 1.0)
-    return _reduce(loss, reduction)
+        return -log_p
+    return -torch.expm1((tau - 1.0) * log_p) / (tau - 1.0)
 
 
 def comp_sum_phi(u: torch.Tensor, tau: float) -> torch.Tensor:
