@@ -75,7 +75,7 @@ def test_cli_values_are_literals():
 def test_every_preset_of_every_chapter_is_valid():
     for chapter in presets.CHAPTERS:
         module = presets.chapter_module(chapter)
-        assert set(module.PRESETS) == {"smoke", "book", "full"}
+        assert {"smoke", "book", "full"} <= set(module.PRESETS)
         for name in module.PRESETS:
             presets.resolve(chapter, name)
         assert presets.describe(chapter).startswith("parameter")
