@@ -125,3 +125,15 @@ def test_progress_bars_are_settled_to_their_final_state():
     assert settled[1]["text"] == "runs: 100%|██| 3/3\na real warning\n"
     empty = nbformat.v4.new_output("stream", name="stderr", text="\n\n")
     assert book.settle_progress_bars([empty]) == []
+
+
+def test_failed_run_keeps_the_partial_notebook(tmp_repo):
+    source = tmp_repo / "notebooks" / "01_compsum.py"
+    source.write_text(source.read_text().replace(
+        "ch = lossbook.start(", "raise RuntimeError('boom')\nch = lossbook.start(", 1))
+    out = tmp_repo / "out" / "ch.ipynb"
+    with pytest.raises(Exception, match="boom"):
+        book.execute("01_compsum", "smoke", {}, output=out, progress=False)
+    failed = out.with_suffix(".failed.ipynb")
+    assert failed.is_file() and not out.exists()
+    assert "boom" in failed.read_text()

@@ -135,12 +135,18 @@ def execute(chapter: str, preset: str, params: dict[str, Any] | None = None, *,
     os.environ.setdefault("LOSSBOOK_ROOT", str(root()))
     tmp = output.with_name(f".running.{output.name}")
     started = time.time()
+    failed = output.with_suffix(".failed.ipynb")
     try:
         papermill.execute_notebook(nb, str(tmp), parameters=parameters, kernel_name="python3",
                                    prepare_only=prepare_only, progress_bar=progress,
                                    cwd=str(root() / "notebooks"))
+    except BaseException:
+        if tmp.is_file():  # keep the partial notebook, with the traceback, for `lossbook list`
+            tmp.replace(failed)
+        raise
     finally:
         os.environ.pop("LOSSBOOK_RESULTS", None)
+    failed.unlink(missing_ok=True)
     executed = nbformat.read(tmp, as_version=4)
     for cell in executed.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):

@@ -19,6 +19,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{chapter:28} {','.join(module.PRESETS):18} {state:34} {duration:>9}")
         for preset in module.PRESETS:
             for path in sorted((book.build_dir() / preset).glob(f"{chapter}*.ipynb")):
+                if path.name.endswith(".failed.ipynb"):
+                    print(f"  {preset:6} {path.name:40} FAILED (the notebook holds the error)")
+                    continue
                 meta = book.recorded_metadata(path) or {}
                 print(f"  {preset:6} {path.name:40} {meta.get('executed_at', '?'):26} "
                       f"{meta.get('duration_s', 0):.0f} s")
