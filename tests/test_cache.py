@@ -52,8 +52,14 @@ def test_key_depends_on_spec_function_and_library(tmp_path, monkeypatch):
     assert runs.path(square, {"x": 1}) != runs.path(test_resume_with_the_same_function,
                                                      {"x": 1})
     before = runs.path(square, {"x": 1})
-    monkeypatch.setattr(cache, "library_hash", lambda: "changed")
+    monkeypatch.setattr(cache, "compute_hash", lambda: "changed")
     assert runs.path(square, {"x": 1}) != before
+
+
+def test_presentation_modules_do_not_touch_the_run_key():
+    names = {p.name for p in cache.PACKAGE_DIR.rglob("*.py")}
+    assert cache.PRESENTATION <= names
+    assert cache.compute_hash() != cache.library_hash()
 
 
 def test_cached_file_is_plain_json(tmp_path):

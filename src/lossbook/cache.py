@@ -3,6 +3,7 @@
 A run is a module-level function `fn(spec) -> dict` of a JSON-able spec. Its result is stored as
 JSON under a key made of the function name, the spec and a hash of the library source, written
 atomically as each run finishes, so an interrupted sweep resumes and nothing is recomputed.
+Editing presentation-only modules (figures, tables, the book builder) keeps finished runs.
 """
 
 from __future__ import annotations
@@ -17,11 +18,23 @@ from pathlib import Path
 from lossbook.io import hash_files, read_json, stable_hash, write_json
 from lossbook.paths import PACKAGE_DIR
 
+# Modules that only present results (book building, CLI, tables, figures) cannot change what a
+# run computes, so editing them does not invalidate finished runs; anything else does.
+PRESENTATION = {"book.py", "cli.py", "claims.py", "plotting.py", "__main__.py"}
+
 
 @cache
 def library_hash() -> str:
     """Hash of every Python file of the installed `lossbook` source."""
     return hash_files(list(PACKAGE_DIR.rglob("*.py")), root=PACKAGE_DIR)
+
+
+@cache
+def compute_hash() -> str:
+    """Hash of the library source that runs can depend on (all but the presentation modules)."""
+    files = [p for p in PACKAGE_DIR.rglob("*.py")
+             if p.name not in PRESENTATION and not p.name.endswith("_figures.py")]
+    return hash_files(files, root=PACKAGE_DIR)
 
 
 class RunCache:
@@ -30,7 +43,7 @@ class RunCache:
 
     def path(self, fn: Callable, spec: dict) -> Path:
         key = stable_hash({"fn": f"{fn.__module__}.{fn.__qualname__}", "spec": spec,
-                           "library": library_hash()})
+                           "library": compute_hash()})
         return self.folder / f"{fn.__name__}-{key[:24]}.json"
 
     def get(self, fn: Callable, spec: dict) -> dict | None:

@@ -150,13 +150,7 @@ def long_tail_indices(y: torch.Tensor, ratio: float, num_classes: int, profile: 
                       seed: int = 0) -> torch.Tensor:
     """Indices of a class-imbalanced subset of `y` (class 0 the head, the last class the tail)."""
     per_class = min(int((y == c).sum()) for c in range(num_classes))
-    counts = long_tail_counts(per_class, num_classes, ratio, profile)
-    g = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c, count in enumerate(counts):
-        members = torch.nonzero(y.cpu() == c).flatten()
-        chosen.append(members[torch.randperm(len(members), generator=g)[:count]])
-    return torch.cat(chosen).sort().values
+    return class_subset_indices(y, long_tail_counts(per_class, num_classes, ratio, profile), seed)
 
 
 def class_counts(y: torch.Tensor, num_classes: int) -> list[int]:

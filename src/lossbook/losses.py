@@ -85,3 +85,78 @@ def trades_loss(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor,
                 beta: float) -> torch.Tensor:
     """CE(f(x), y) + β · (1/B) · Σ KL(softmax f(x) ‖ softmax f(x'))."""
     return F.cross_entropy(logits, y) + beta * trades_kl(logits_adv, logits) / len(y)
+
+
+# --- Knowledge distillation: KD, BinaryKL, BinaryKL-Norm (Yang et al. 2024, DHKD) -------------
+# Student logits s [B, n], teacher logits t [B, n]. Definitions follow the DHKD official code
+# (penghui-yang/DHKD, `distiller_zoo/KD.py`, `BinaryKL.py`, `BinaryKLNorm.py`): every loss is
+# summed over classes, averaged over the batch and multiplied by T². Reimplemented in closed,
+# saturation-safe forms (log-sigmoids instead of clamp-and-log) that equal the official formulas
+# wherever those are finite (tested).
+
+_LOG2 = 0.6931471805599453  # log 2
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 4.0,
+            reduction: str = "mean") -> torch.Tensor:
+    """Hinton et al. (2015) KD: T² · KL(softmax(t/T) ‖ softmax(s/T)) per example (mean: /B).
+
+    As `DistillKL` of RepDistiller / DHKD (`--kd_T 4`): kl_div(log_softmax(s/T),
+    softmax(t/T), sum) · T² / B. Computed from two log-softmaxes, so a saturated teacher
+    (p_t = 0 exactly) contributes 0·finite = 0 and never NaN.
+    """
+    log_p_s = F.log_softmax(student / T, dim=1)
+    log_p_t = F.log_softmax(teacher / T, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
+    return T**2 * _reduce(kl, reduction)
+
+
+def bernoulli_kl_logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """KL(Bern(σ(a)) ‖ Bern(σ(b))) elementwise, from log-sigmoids (finite for any finite a, b).
+
+    = σ(a)(log σ(a) − log σ(b)) + σ(−a)(log σ(−a) − log σ(−b))
+    = softplus(b) − softplus(a) − σ(a)(b − a)   (its gradient in b is σ(b) − σ(a)).
+    """
+    return (torch.sigmoid(a) * (F.logsigmoid(a) - F.logsigmoid(b))
+            + torch.sigmoid(-a) * (F.logsigmoid(-a) - F.logsigmoid(-b)))
+
+
+def binary_kl_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 2.0,
+                   reduction: str = "mean") -> torch.Tensor:
+    """DHKD's logit-level loss BinaryKL: T² · Σ_k KL(Bern(σ(t_k/T)) ‖ Bern(σ(s_k/T))) (mean: /B).
+
+    One sigmoid per class, so — unlike softmax KD — it sees a common shift of all logits.
+    Official `BinaryKL` (default T = 2) clamps the sigmoids to [1e-8, 1 − 1e-8] and takes logs;
+    in float32 1 − 1e-8 rounds to 1, so that form gives inf/NaN once a *student* logit exceeds
+    ≈ 37·T. This log-sigmoid form is exact and finite everywhere.
+    """
+    loss = bernoulli_kl_logits(teacher / T, student / T).sum(1)
+    return T**2 * _reduce(loss, reduction)
+
+
+def binary_kl_norm_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 2.0,
+                        reduction: str = "mean") -> torch.Tensor:
+    """BinaryKL-Norm, the loss `--distill dhkd` trains the auxiliary head with (T = 2):
+
+    T² · Σ_k KL(Bern(½) ‖ Bern(σ((s_k − t_k)/T)))  =  T² · Σ_k log cosh((s_k − t_k)/(2T)),
+
+    a log-cosh regression of the student logits on the teacher logits: ≈ (s − t)²/8 for small
+    differences, ≈ (T/2)|s − t| for large ones; the per-logit gradient is (T/2) tanh((s−t)/2T).
+    Computed as |u| + log1p(e^{−2|u|}) − log 2, u = (s − t)/(2T) (finite for any inputs; the
+    official clamp-and-log form overflows to inf for |s − t| ≳ 37·T in float32).
+    """
+    u = (student - teacher).abs() / (2 * T)
+    loss = (u + torch.log1p(torch.exp(-2 * u)) - _LOG2).sum(1)
+    return T**2 * _reduce(loss, reduction)
+
+
+def distill_loss(name: str, student: torch.Tensor, teacher: torch.Tensor,
+                 T: float) -> torch.Tensor:
+    """The distillation loss by name: `kd`, `bkl` (BinaryKL) or `bkln` (BinaryKL-Norm)."""
+    if name == "kd":
+        return kd_loss(student, teacher, T)
+    if name == "bkl":
+        return binary_kl_loss(student, teacher, T)
+    if name == "bkln":
+        return binary_kl_norm_loss(student, teacher, T)
+    raise ValueError(f"unknown distillation loss {name!r}; valid: kd, bkl, bkln")

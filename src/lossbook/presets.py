@@ -17,6 +17,11 @@ from typing import Any
 
 CHAPTERS: dict[str, str] = {
     "01_compsum": "lossbook.chapters.compsum",
+    "02_dhkd": "lossbook.chapters.dhkd",
+    "03_hessian_alignment": "lossbook.chapters.hessian_alignment",
+    "04_am_ssl_sv": "lossbook.chapters.am_ssl_sv",
+    "05_icl_gd": "lossbook.chapters.icl_gd",
+    "06_ldam_drw": "lossbook.chapters.ldam_drw",
 }
 PRESET_NAMES = ("smoke", "book", "full")
 

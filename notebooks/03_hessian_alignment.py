@@ -1,0 +1,541 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Understanding Hessian alignment for domain generalization
+#
+# *Reproducing {cite:t}`hemati2023hessian` (ICCV 2023).*
+#
+# A classifier trained on several *environments* (domains) should keep working on a new one.
+# Many regularizers for this — IRM {cite}`arjovsky2019irm`, V-REx {cite}`krueger2021vrex`,
+# Fishr {cite}`rame2022fishr`, CORAL {cite}`sun2016coral`, Fish and IGA — make something about
+# the environments agree. Hemati, Zhang, Estiri and Chen look at the **classifier head**: they
+# show that the spectral norm of the difference between source and target head Hessians bounds
+# the *transfer measure* of {cite:t}`zhang2021transferability`, argue that the regularizers above
+# each align part of the head's Hessian and gradient, and propose two cheap ways of aligning
+# both across training environments — **HGP** (Hessian–gradient products) and **Hutchinson**
+# (a stochastic estimate of the Hessian diagonal). Their experiments cover correlation shift
+# (Colored MNIST), label shift, diversity shift (DomainBed {cite}`gulrajani2021domainbed`) and
+# transferability.
+#
+# **What we had.** Only the paper's abstract and introduction — none of its tables — and its
+# official code (`huawei-noah/Federated-Learning`, folder `HessianAlignment`, Apache-2.0), from
+# which every method here is reimplemented. The Colored-MNIST numbers we compare with are the
+# *same-protocol* baselines published with Fishr (the HGP scripts are copies of that script
+# with the same hyperparameters).
+#
+# | Statement | Status here | How |
+# |---|---|---|
+# | H g = ‖g‖ ∇‖g‖, so HGP needs no Hessian | verified | section 1, to machine precision |
+# | Head Hessian = E[A ⊗ φ̃φ̃ᵀ], label-free; gradient = E[(p − e_y) ⊗ φ̃] | verified | section 1, against autograd |
+# | Hutchinson's estimate is unbiased with error ∝ 1/√S | verified | section 1, against the exact variance |
+# | ‖H_S − H_T‖₂ bounds the transfer measure | not verified | abstract only; section 1 gives a Taylor-expansion reading |
+# | HGP/Hutchinson ≫ ERM under correlation shift, ≈ V-REx/Fishr | tested | section 3, Colored MNIST-1D |
+# | Hessian alignment lowers the Hessian distance, which tracks OOD accuracy | tested | section 3 |
+# | Label shift; small gains under diversity shift | tested at the `extended` preset | sections 4–5 |
+# | The paper's own numbers | unknown to us | – |
+
+# %% tags=["parameters"]
+preset = "book"
+seed = 0
+device = "auto"
+overrides = {}
+
+# %%
+import time
+
+import numpy as np
+from IPython.display import Markdown, display
+
+import lossbook
+from lossbook.chapters import hessian_alignment as C
+from lossbook.chapters import hessian_alignment_figures as figures
+from lossbook.claims import markdown_table
+
+ch = lossbook.start("03_hessian_alignment", preset=preset, seed=seed, device=device,
+                    overrides=overrides)
+cfg = ch.cfg
+print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers}")
+
+# %% [markdown]
+# ## 1. The theory in brief, checked exactly
+#
+# Split a network into features φ(x) ∈ ℝᵈ and a linear head θ_h = (W, b), and write φ̃ = [φ; 1].
+# For environment e, let L_e be its mean cross-entropy, g_e = ∇_{θ_h} L_e and
+# H_e = ∇²_{θ_h} L_e. For the softmax head (and its one-logit logistic version, used on Colored
+# MNIST) both have closed forms:
+#
+# $$
+# g_e = \mathbb{E}_e\big[(p - e_y)\otimes\tilde\varphi\big],\qquad
+# H_e = \mathbb{E}_e\big[(\operatorname{diag}p - pp^\top)\otimes\tilde\varphi\tilde\varphi^\top\big]
+# \quad(\text{logistic: } \sigma(z)(1-\sigma(z))\,\tilde\varphi\tilde\varphi^\top).
+# $$
+#
+# These make the paper's "what gets aligned" argument concrete. Matching **gradients** across
+# environments matches the correlation between residuals and features — what IRM's penalty, Fish
+# and IGA push towards. Matching **Hessians** matches confidence-weighted second moments of the
+# features, and the Hessian does not involve the labels at all: with near-constant confidence it
+# is feature-covariance matching (CORAL), and near the optimum it is the Fisher information,
+# whose diagonal Fishr matches through gradient variances. The paper's bound says that if a head
+# is near-optimal on the source, a target's excess risk is controlled by ‖H_S − H_T‖₂ (we have
+# the statement from the abstract only). A second-order expansion shows why: for a head θ* + δ,
+# the target-minus-source change of loss is (g_T − g_S)ᵀδ + ½ δᵀ(H_T − H_S)δ + o(‖δ‖²), at most
+# ‖g_T − g_S‖‖δ‖ + ½‖H_T − H_S‖₂‖δ‖² — so aligning both gradients and Hessians is what keeps
+# losses transferable. The test environment is unavailable in training, so both methods align
+# the *training* environments to their mean.
+#
+# **HGP** never forms a Hessian. Since ∇‖g‖ = Hg/‖g‖,
+#
+# $$ H_e g_e = \lVert g_e\rVert\,\nabla_{\theta_h}\lVert g_e\rVert, $$
+#
+# two backward passes instead of one per head parameter. **Hutchinson** estimates the Hessian
+# diagonal with random sign vectors z_s {cite}`hutchinson1989trace`: $\widehat{\operatorname{diag}H} = \frac1S\sum_s
+# z_s\odot Hz_s$, each $Hz_s$ one Hessian-vector product. Three exact, training-free checks
+# follow (random tanh features, random heads, double precision unless stated).
+
+# %%
+identity_rows = C.identity_check(cfg.identity_dims, cfg.identity_classes,
+                                 cfg.identity_max_params, seed=seed)
+fig = figures.identity(identity_rows)
+
+# %% [markdown]
+# The identity holds to machine precision in both float32 and float64 (dotted lines: machine ε),
+# whether compared with an explicit double-backward Hessian-vector product or with the Hessian
+# formed row by row (the official `eval_hessian`) and multiplied by g. The right panel is the
+# point of HGP: its cost does not grow with the number of head parameters, while forming the
+# Hessian needs one backward pass per parameter.
+
+# %%
+closed = C.closed_form_check(seed=seed)
+fig = figures.closed_form(closed)
+
+# %% [markdown]
+# The closed form (left: a 3-class head on 6 features — 3 × 3 blocks of feature second moments,
+# weighted by the softmax curvature) equals the autograd Hessian to ~10⁻¹⁶ (middle), and so do the
+# gradients, for logistic and softmax heads of several sizes (right). We use it to log the head
+# Hessians of every environment during training at negligible cost.
+
+# %%
+hutch_checks = []
+for classes, d, title in ((4, 16, "4-class head, 68 parameters"),
+                          (1, cfg.hidden, f"binary head, {cfg.hidden + 1} parameters "
+                                          "(as in section 3)")):
+    check = C.hutchinson_check(cfg.hutch_probes, cfg.hutch_trials, classes=classes, d=d,
+                               seed=seed)
+    check["title"] = title
+    hutch_checks.append(check)
+fig = figures.hutchinson(hutch_checks, {"official CMNIST (150)": 150, "DomainBed (300)": 300})
+slopes = [C.loglog_slope(c["probes"], np.mean(c["errors"], 1)) for c in hutch_checks]
+ratios = [np.mean(c["errors"], 1) / np.array(c["predicted"]) for c in hutch_checks]
+display(Markdown(markdown_table(
+    ["problem", "fitted slope", "measured / exact prediction (S ≥ 10)", "error at S = 150"],
+    [[c["title"], f"{s:.3f}",
+      f"{r[np.array(c['probes']) >= 10].min():.2f} – {r[np.array(c['probes']) >= 10].max():.2f}",
+      f"{np.interp(150, c['probes'], np.mean(c['errors'], 1)):.3f}"]
+     for c, s, r in zip(hutch_checks, slopes, ratios)])))
+
+# %% [markdown]
+# Hutchinson's estimate is unbiased; for Rademacher probes its mean squared error is exactly
+# $\frac1S\sum_i\sum_{j\neq i}H_{ij}^2$, so the relative error falls as 1/√S (orange line, no
+# fitted constant). The measured error follows it. At the official 150 probes the estimate is
+# still 11–20 % off for these two heads (last column; more for the binary head, whose features
+# are strongly correlated), and the alignment penalty ‖D̂_e − D̂‖² inherits that noise.
+#
+# Verdict rules for these checks, fixed in advance: the identity and the closed forms hold if the
+# largest float64 relative error is below 10⁻¹²; the 1/√S law holds if the fitted log–log slope
+# is within ±0.1 of −½ and the measured mean error is within 0.8–1.1 × the exact prediction at
+# every S ≥ 10 (the mean of a norm is slightly below its root mean square).
+
+# %%
+f64 = [r for r in identity_rows if r["dtype"] == "float64"]
+max_identity = max(max(r["err_hvp"], r.get("err_full", 0.0)) for r in f64)
+max_closed = max(max(r["err_hessian"], r["err_grad"]) for r in closed["rows"]
+                 if r["dtype"] == "float64")
+ch.claim("hgp_identity", "HGP's H·g = ‖g‖∇‖g‖ is exact (no Hessian needed)",
+         paper="identity behind HGP (official `HGP.update`)",
+         ours=f"max float64 relative error {max_identity:.1e} over {len(f64)} heads",
+         holds=max_identity < 1e-12)
+ch.claim("head_closed_form", "Head Hessian and gradient have the Kronecker closed form",
+         paper="attributes aligned by HGP/Hutchinson (analysis section)",
+         ours=f"max float64 relative error {max_closed:.1e}", holds=max_closed < 1e-12)
+hutch_ok = all(abs(s + 0.5) <= 0.1 for s in slopes) and all(
+    0.8 <= r[np.array(c["probes"]) >= 10].min() and r[np.array(c["probes"]) >= 10].max() <= 1.1
+    for c, r in zip(hutch_checks, ratios))
+ch.claim("hutchinson_rate", "Hutchinson's diagonal error falls as 1/√S",
+         paper="Hutchinson's estimator, S = 150 / 300 probes in the official code",
+         ours="slopes " + ", ".join(f"{s:.2f}" for s in slopes) + "; measured/exact "
+              + ", ".join(f"{r[np.array(c['probes']) >= 10].min():.2f}–"
+                          f"{r[np.array(c['probes']) >= 10].max():.2f}"
+                          for c, r in zip(hutch_checks, ratios)),
+         holds=hutch_ok)
+
+# %% [markdown]
+# ## 2. The methods, as the official code defines them
+#
+# All penalties act on the head (HGP, Hutchinson, Fishr) or the logits/features (IRM, V-REx,
+# CORAL) and are unit-tested against slow explicit computations. The Colored-MNIST scripts
+# (`cmnist_HGP.py`, `cmnist_Hutchinson.py`, and their `_imbalanced` twins) add to the mean
+# training NLL an L2 term and w(t)·penalty, with w(t) = 1 for the first 190 steps and the
+# penalty weight (91,257) afterwards, dividing the whole loss by w(t) when w(t) > 1:
+#
+# | method | penalty (two training environments, script form) | source |
+# |---|---|---|
+# | ERM | none | – |
+# | IRM | mean_e ‖∇_{w\|w=1} L_e(w·z)‖² (IRMv1) | CMNIST scripts |
+# | V-REx | (L₀ − L₁)² | CMNIST scripts |
+# | Fishr | Σ_e ‖Var_e[∇_{θh} ℓ] − mean‖² (per-example head gradients) | CMNIST scripts |
+# | HGP | Σ_e ‖H_e g_e − H̄ḡ‖² + ‖g_e − ḡ‖² | `cmnist_HGP.py` |
+# | Hutchinson | Σ_e ‖D̂_e − D̂(L̄)‖² + ‖g_e − ḡ‖², S = 150 | `cmnist_Hutchinson.py` |
+# | CORAL | mean over pairs of mean-squared differences of feature means and covariances | DomainBed |
+#
+# Here H̄ḡ and D̂(L̄) belong to the *mean* loss L̄ = mean_e L_e, not to the mean of the
+# per-environment terms, exactly as in the code. The DomainBed versions (section 5) weight the
+# two parts by α and β (HGP 10⁻⁴ and 5·10⁻³, Hutchinson 10⁻³ and 5·10⁻³), detach the mean terms,
+# average over environments and use 300 probes:
+#
+# ```{literalinclude} ../src/lossbook/invariance.py
+# :pyobject: alignment_penalty
+# ```
+#
+# ```{literalinclude} ../src/lossbook/invariance.py
+# :pyobject: hessian_gradient_product
+# ```
+
+# %% [markdown]
+# ## 3. Correlation shift: Colored MNIST on MNIST-1D signals
+#
+# Colored MNIST {cite}`arjovsky2019irm` makes a spurious cue more predictive than the real one.
+# The label is y = 1[digit < 5], flipped with probability 0.25 (so shape predicts at most 75 %);
+# the colour is y XOR Bernoulli(e); the input is the digit in the colour's channel, the other
+# channel zeroed. In the two training environments e = 0.2 and 0.1 (colour predicts 80 % and
+# 90 %); in the test environment e = 0.9, so colour *misleads*. A grayscale test environment
+# (both channels) and a colour-blind model trained on summed channels (the grayscale oracle)
+# bound what the shape alone achieves.
+#
+# Our analogue replaces MNIST digits by MNIST-1D signals {cite}`greydanus2020mnist1d` from a
+# generator setting in which the shape is a reliable feature (low noise, shear, scale and
+# translation; an MLP separates digits < 5 from the rest with 99.9 % accuracy without label
+# noise), 2 × 40 = 80 inputs, 2,400 signals per training environment of which 20 % are held out
+# for model selection, and 1,200 test signals (20 % of them held out for the oracle). Everything
+# else follows the official scripts: MLP body (here 80 → 64 → 64) with Xavier initialisation,
+# one-logit head, full-batch Adam (lr 4.9·10⁻⁴), L2 weight 1.1·10⁻³, 501 steps, penalty
+# annealing at step 190, 150 Hutchinson probes; restarts redraw labels, colours and the
+# environment split. Fishr's per-example head gradients, which the scripts get from BackPACK,
+# are computed in closed form (unit-tested against per-example autograd).
+
+# %%
+envs = C.environments(C.cmnist_specs(cfg, seed, ch.device)[0])
+fig = figures.environments(envs, cfg.train_e, cfg.test_e)
+
+# %% [markdown]
+# **Tuning, fixed before the runs.** The scripts' penalty weight was tuned (for IRM, by the IRM
+# authors) on real Colored MNIST, and our pilots showed it does not transfer one-to-one to the
+# analogue. We therefore train every penalty method at weights {10², 10³, 91,257} (the
+# official value) and pick one per method by three rules, reported side by side:
+#
+# 1. **training-domain validation** (DomainBed's default): the weight with the best mean
+#    accuracy on the held-out 20 % of the *training* environments — the only rule that never
+#    looks at the test environment, and the one **all verdicts use**;
+# 2. **official**: the scripts' weight 91,257, untuned — the same protocol as the published
+#    baseline numbers;
+# 3. **test-domain oracle** (DomainBed's "oracle"): the weight with the best mean accuracy on the
+#    held-out 20 % of the test environment — an upper bound on what tuning could buy, never used
+#    for a verdict.
+#
+# Accuracies are those of the final model (step 501), mean ± standard deviation over the
+# restarts (3 at `book`, 10 at `full`). Known caveat, stated before seeing our numbers: on Colored MNIST,
+# training-domain validation favours whichever configuration uses colour most, because colour
+# *is* more predictive in the training environments (DomainBed reports ~10 % test accuracy for
+# every method under this rule); with our grid that means the smallest weight.
+#
+# **Verdict rules.** Under training-domain validation:
+#
+# - *≫ ERM*: HGP's and Hutchinson's mean test accuracy each exceed ERM's by at least 15 points
+#   (the research note's reproduction rule);
+# - *comparable to V-REx/Fishr*: each is at least the better of V-REx and Fishr minus 5 points;
+# - *alignment lowers the Hessian distance*: the final ‖H₀ − H₁‖_F between the two training
+#   environments is lower for HGP and for Hutchinson than for ERM (restart means);
+# - *the distance tracks OOD accuracy*: across all final models (every method, weight and
+#   restart; the oracle excluded), the Spearman correlation between ‖H₀ − H₁‖_F and test
+#   accuracy is ≤ −0.5. We also show the train-to-test spectral distance ‖H̄_train − H_test‖₂
+#   — the quantity in the paper's bound, computable because head Hessians need no labels.
+
+# %%
+groups = C.all_specs(cfg, seed, ch.device)  # this section's runs and those of sections 4–5
+all_results = C.sweep_all(ch.sweep, groups, desc="all runs of the chapter")
+specs, results = groups["correlation"], all_results["correlation"]
+collected = C.collect(specs, results)
+finals, histories = collected["finals"], collected["histories"]
+chosen = C.selections(finals)
+summary = C.summarize(finals, chosen)
+methods = [m for m in cfg.methods if m in finals] + ["gray"]
+rules = {"train-domain": "training-domain validation", "official": "official weight, untuned",
+         "oracle": "test-domain oracle (not a fair rule)"}
+
+
+def fmt(stat, scale=100):
+    return f"{scale * stat[0]:.1f} ± {scale * stat[1]:.1f}"
+
+
+rows = []
+for m in methods:
+    s = summary[m]
+    rows.append([figures.label(m), f"{chosen[m]['train-domain']:g}",
+                 fmt(s["train-domain"]["train"]), fmt(s["train-domain"]["val"]),
+                 fmt(s["train-domain"]["test"]), fmt(s["train-domain"]["gray"]),
+                 fmt(s["official"]["test"]),
+                 f"{fmt(s['oracle']['test'])} (w={chosen[m]['oracle']:g})"])
+display(Markdown(markdown_table(
+    ["method", "selected weight", "train", "held-out train", "test", "gray",
+     "test, official weight", "test, oracle"], rows)))
+fig = figures.accuracy_bars(summary, methods, rules)
+
+# %% [markdown]
+# Every penalty improves on ERM on the colour-reversed test environment, but far less than on
+# real Colored MNIST: at the official weight the best methods reach about 35 %, against
+# 65–70 % published for real CMNIST, and Hutchinson trails the other penalties. The grayscale
+# columns show the limiting factor: every model, penalised or not, classifies gray signals at
+# 57–59 %, while the colour-blind oracle reaches 70 %. In this analogue ERM learns much less
+# shape when colour is available than it does on real MNIST (58 % against 71 % grayscale
+# accuracy), and a penalty applied after step 190 can only trade the colour for whatever shape
+# feature is already there — the penalised models are *less colour-driven*, not more
+# shape-driven. (MNIST-1D shape needs a nonlinear, translation-tolerant detector, which a small
+# MLP builds slowly; colour is an energy-per-channel cue it finds in a few steps.)
+
+# %%
+fig = figures.weight_sweep(finals, [m for m in cfg.methods if m != "erm"])
+
+# %% [markdown]
+# The sweep shows the selection problem in one picture: on held-out *training* data every
+# penalty loses accuracy as its weight grows — it is removing the colour shortcut that the
+# training environments reward — while on the test environment it gains. Training-domain
+# validation therefore picks the smallest weight for every method.
+
+# %%
+curve_methods = [m for m in cfg.methods if m in finals]
+fig = figures.training_curves(histories, {m: chosen[m]["official"] for m in curve_methods},
+                              curve_methods, cfg.anneal_iters)
+
+# %% [markdown]
+# Training curves at the official weight (mean over restarts; dotted line: the annealing step).
+# Before step 190 every method behaves like ERM and learns the colour (test accuracy falls to
+# ~11 %). When the weight jumps, V-REx reaches its plateau within ~50 steps, IRM, Fishr and HGP
+# climb more gradually, and Hutchinson — its penalty measured through noisy diagonal estimates
+# — is slowest and still rising at step 501. The Hessian panels do not move with test
+# accuracy. Hutchinson drives both distances down fastest, but mostly by shrinking the head
+# Hessian itself (right panel: ‖H̄‖ ends ~3× below ERM's; a logistic head's Hessian is small
+# where the model is confident), while V-REx and IRM *raise* ‖H₀ − H₁‖ after annealing and gain
+# the most.
+
+# %%
+points = {m: [r for w in finals[m] for r in finals[m][w]] for m in cfg.methods if m in finals}
+everything = [r for runs in points.values() for r in runs]
+rho = {key: C.spearman([r[key] for r in everything], [r["test"] for r in everything])
+       for key in ("hdist_train", "hdist_test")}
+fig = figures.distance_vs_ood(points, rho)
+
+# %% [markdown]
+# Across all final models neither distance predicts test accuracy: the smallest distances
+# belong to Hutchinson, which transfers worst. Matching the head Hessians of the two *training*
+# environments is a consequence of invariance, not a certificate of it: both training
+# environments consist mostly of colour-consistent examples, so a colour-using head can see
+# nearly the same curvature in both. The paper's bound concerns the source–target distance for
+# a head near the source optimum *on fixed features*; across methods the features themselves
+# differ, and the absolute distance also scales with the Hessian's size, which confident
+# models shrink. (The correlations are computed on 48 models from one small benchmark.)
+
+# %%
+td = {m: summary[m]["train-domain"] for m in methods}
+erm_test = td["erm"]["test"][0]
+best_baseline = max(td[m]["test"][0] for m in ("vrex", "fishr") if m in td)
+ours = {m: td[m]["test"][0] for m in ("hgp", "hutchinson") if m in td}
+gain_text = ", ".join(f"{figures.label(m)} {100 * v:.1f}" for m, v in ours.items())
+ch.claim("corr_shift_vs_erm",
+         "HGP and Hutchinson ≫ ERM on the shifted test environment (correlation shift)",
+         paper="HGP/Hutchinson far above ERM on Colored MNIST (table values unseen; "
+               "same-protocol ERM 14.0 %)",
+         ours=f"test acc. % (training-domain validation): {gain_text} vs ERM "
+              f"{100 * erm_test:.1f}; official weight: "
+              + ", ".join(f"{figures.label(m)} {100 * summary[m]['official']['test'][0]:.1f}"
+                          for m in ours),
+         holds=all(v >= erm_test + 0.15 for v in ours.values()),
+         note="analogue on MNIST-1D; rule: ≥ ERM + 15 points")
+ch.claim("corr_shift_vs_baselines", "HGP and Hutchinson are comparable to V-REx / Fishr",
+         paper="comparable or better (same-protocol V-REx 67.2 %, Fishr 69.5 %)",
+         ours=f"{gain_text} vs best of V-REx/Fishr {100 * best_baseline:.1f}",
+         holds=all(v >= best_baseline - 0.05 for v in ours.values()),
+         note="rule: ≥ best − 5 points")
+erm_h = td["erm"]["hdist_train"][0]
+h_text = ", ".join(f"{figures.label(m)} {td[m]['hdist_train'][0]:.3g}" for m in ours)
+ch.claim("hessian_distance_lower", "Hessian alignment lowers ‖H₀ − H₁‖ between environments",
+         paper="alignment reduces the head-Hessian distance (official script logs it)",
+         ours=f"final ‖H₀ − H₁‖_F: {h_text} vs ERM {erm_h:.3g}",
+         holds=all(td[m]["hdist_train"][0] < erm_h for m in ours))
+ch.claim("distance_tracks_ood", "The Hessian distance tracks OOD accuracy",
+         paper="smaller head-Hessian distance ⇒ better transfer (bound)",
+         ours=f"Spearman ρ(‖H₀ − H₁‖_F, test acc.) = {rho['hdist_train']:.2f}; "
+              f"ρ(‖H̄_train − H_test‖₂, test acc.) = {rho['hdist_test']:.2f}; "
+              f"{len(everything)} models",
+         holds=rho["hdist_train"] <= -0.5, note="rule: ρ ≤ −0.5")
+
+# %% [markdown]
+# ## 4. Label shift: the imbalanced variant
+#
+# The official `*_imbalanced.py` scripts move the label distribution as well: environment 0
+# receives 97 % of the digits below 5 and 3 % of the others, environment 1 the rest — so each
+# training environment is dominated by one class, on top of the colour correlation. Same
+# protocol, same weights, same selection rules and the same verdict rule as the first claim.
+
+# %%
+if cfg.label_shift:
+    ls_finals = C.collect(groups["label"], all_results["label"])["finals"]
+    ls_chosen = C.selections(ls_finals)
+    ls_summary = C.summarize(ls_finals, ls_chosen)
+    display(Markdown(markdown_table(
+        ["method", "train", "test (training-domain val.)", "gray", "test, official weight",
+         "test, oracle"],
+        [[figures.label(m), fmt(ls_summary[m]["train-domain"]["train"]),
+          fmt(ls_summary[m]["train-domain"]["test"]), fmt(ls_summary[m]["train-domain"]["gray"]),
+          fmt(ls_summary[m]["official"]["test"]), fmt(ls_summary[m]["oracle"]["test"])]
+         for m in methods])))
+    fig = figures.accuracy_bars(ls_summary, methods, rules)
+    ls_erm = ls_summary["erm"]["train-domain"]["test"][0]
+    ls_ours = {m: ls_summary[m]["train-domain"]["test"][0] for m in ("hgp", "hutchinson")}
+    ch.claim("label_shift_vs_erm", "HGP and Hutchinson ≫ ERM under label shift",
+             paper="promising performance under label shift (values unseen)",
+             ours=", ".join(f"{figures.label(m)} {100 * v:.1f}" for m, v in ls_ours.items())
+                  + f" vs ERM {100 * ls_erm:.1f} (test %, training-domain validation)",
+             holds=all(v >= ls_erm + 0.15 for v in ls_ours.values()),
+             note="rule: ≥ ERM + 15 points")
+else:
+    display(Markdown("*Not run at this preset* (it doubles the run time); "
+                     "`lossbook run 03_hessian_alignment --preset extended` runs it."))
+    ch.claim("label_shift_vs_erm", "HGP and Hutchinson ≫ ERM under label shift",
+             paper="promising performance under label shift (values unseen)",
+             ours="runs at the extended preset", holds=None)
+
+# %% [markdown]
+# ## 5. Diversity shift: leave one MNIST-1D domain out
+#
+# DomainBed-style diversity shift: five MNIST-1D domains that differ in *how* digits look — the
+# default generator, strong correlated noise, strong shear, no translation, and time-reversed
+# signals (the 1-D analogue of rotated digits) — each with its own generator seed. Each domain in
+# turn is the test domain; the model (a 3-layer 1-D CNN) trains on the other four under the
+# DomainBed protocol: one minibatch of 64 per domain and step, Adam (lr 10⁻³), the registry's
+# default hyperparameters (plus random draws at `full`), checkpoints and hyperparameters chosen
+# by held-out training-domain accuracy. Methods: ERM, CORAL, Fishr, HGP, Hutchinson. Verdict
+# rule: the gain is *small* if HGP's and Hutchinson's test accuracy, averaged over the held-out
+# domains, are each within 2 points of ERM's.
+
+# %%
+if cfg.diversity:
+    dv_table = C.diversity_table(groups["diversity"], all_results["diversity"])
+    dv_methods = [m for m in cfg.diversity_methods if m in dv_table]
+    domains_ = list(cfg.domain_names)
+    averages = {m: float(np.mean([np.mean(dv_table[m][d]) for d in domains_]))
+                for m in dv_methods}
+    display(Markdown(markdown_table(
+        ["method", *domains_, "average"],
+        [[figures.label(m), *[fmt(C.mean_std(dv_table[m][d])) for d in domains_],
+          f"{100 * averages[m]:.1f}"] for m in dv_methods])))
+    fig = figures.diversity(dv_table, dv_methods, domains_)
+    gains = {m: averages[m] - averages["erm"] for m in ("hgp", "hutchinson") if m in averages}
+    ch.claim("diversity_small_gain", "Under diversity shift the gain over ERM is small",
+             paper="small gains on DomainBed (values unseen)",
+             ours="average gain over ERM: " + ", ".join(
+                 f"{figures.label(m)} {100 * g:+.1f} points" for m, g in gains.items()),
+             holds=all(abs(g) <= 0.02 for g in gains.values()), note="rule: |gain| ≤ 2 points")
+else:
+    display(Markdown("*Not run at this preset*; `--preset extended` runs it."))
+    ch.claim("diversity_small_gain", "Under diversity shift the gain over ERM is small",
+             paper="small gains on DomainBed (values unseen)",
+             ours="runs at the extended preset", holds=None)
+
+# %% [markdown]
+# ## 6. Paper versus ours
+#
+# The published numbers on real Colored MNIST under exactly the scripts' protocol (10 restarts;
+# the Fishr repository's README — the HGP scripts copy that script and its hyperparameters)
+# beside ours on the MNIST-1D analogue at the official weight (same protocol, smaller data and
+# model) and under training-domain validation. The paper's own HGP and Hutchinson numbers were
+# not available to us.
+#
+# Our ERM row matches the published one closely in train and test accuracy (the analogue has the
+# same colour structure), but its grayscale accuracy is 13 points lower — the shape feature is
+# weaker — and on real CMNIST the penalties recover most of the distance between ERM and the
+# grayscale oracle, in our analogue about a third of it.
+
+# %%
+published = {"erm": ("86.4 ± 0.2", "14.0 ± 0.7", "71.0 ± 0.7"),
+             "irm": ("71.0 ± 0.5", "65.6 ± 1.8", "66.1 ± 0.2"),
+             "vrex": ("71.7 ± 1.5", "67.2 ± 1.5", "68.6 ± 2.2"),
+             "fishr": ("71.0 ± 0.9", "69.5 ± 1.0", "70.2 ± 1.1")}
+rows = []
+for m in methods:
+    paper = published.get(m, ("–", "–", "–") if m != "gray" else ("–", "–", "–"))
+    s_off, s_td = summary[m]["official"], summary[m]["train-domain"]
+    rows.append([figures.label(m), " / ".join(paper),
+                 " / ".join(fmt(s_off[k]) for k in ("train", "test", "gray")),
+                 " / ".join(fmt(s_td[k]) for k in ("train", "test", "gray"))])
+display(Markdown(markdown_table(
+    ["method", "paper protocol, real CMNIST: train / test / gray (%)",
+     "ours, official weight", "ours, training-domain validation"], rows)))
+
+# %% [markdown]
+# ## 7. Verdicts
+#
+# Every verdict is computed from the numbers above by the rule stated before them.
+
+# %%
+ch.claims_table()
+
+# %% [markdown]
+# **Reading the verdicts.**
+#
+# - *Theory.* The identity behind HGP, the closed-form head Hessian and Hutchinson's 1/√S law
+#   hold exactly: HGP really is two backward passes, and the head Hessian really is a
+#   label-free, confidence-weighted feature second moment.
+# - *Correlation shift.* In our Colored MNIST-1D every penalty beats ERM, but by 4–11 points
+#   under the only test-blind selection rule and by 9–19 points at the official weight — not
+#   the ≥ 15 points the reproduction rule asks of both HGP and Hutchinson. HGP is on a par with
+#   V-REx and Fishr (it passes the "within 5 points" rule; at the official weight it ties
+#   V-REx); Hutchinson, with 150 noisy probes, is the weakest penalty and fails it. Two
+#   limitations temper these verdicts: training-domain validation picks the weakest penalty for
+#   *every* method (colour is genuinely more predictive in the training environments — the
+#   DomainBed finding for Colored MNIST, not a property of HGP), and the analogue's shape
+#   feature is weaker than MNIST's, which caps every method well below the published 65–70 %.
+# - *Hessian distance.* HGP and Hutchinson do end with smaller ‖H₀ − H₁‖ than ERM (Hutchinson
+#   largely by shrinking the Hessian), but across methods the distance does not track OOD
+#   accuracy — neither between training environments nor, in the bound's form, between training
+#   and test.
+# - *Scale.* An 80-input MLP on 2 × 1,920 training signals, three restarts and a three-point
+#   weight grid: differences of a few points are within noise. The `extended` preset adds the
+#   label-shift and diversity-shift experiments; the `full` preset runs the official setting on
+#   real Colored MNIST (MNIST downloaded and checksummed by our own loader, 392-390-390-1 MLP,
+#   10 restarts, both shifts) and is ready for a GPU.
+#
+# Run time of this chapter (training runs are cached on disk, so a re-run reuses them):
+
+# %%
+run_cpu = sum(r.get("cpu_s", 0.0) for runs in all_results.values() for r in runs)
+print(f"wall time of this run: {time.time() - ch.started:.0f} s (preset {ch.preset}, "
+      f"{ch.workers} worker process(es), cached runs reused: see the progress bar above)\n"
+      f"CPU time of its {sum(map(len, all_results.values()))} training runs: {run_cpu:.0f} s "
+      f"= {run_cpu / ch.workers:.0f} s of wall time on {ch.workers} otherwise idle cores")
+
+# %% [markdown]
+# ## Provenance
+# Parameters of this run (see `lossbook list -v` for every preset):
+
+# %%
+ch.finish()

@@ -1,0 +1,503 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Transformers learn in-context by gradient descent
+#
+# *Reproducing {cite:t}`vonoswald2023icl` (ICML 2023).*
+#
+# Give a Transformer a handful of input–output pairs and a new input, and it predicts the
+# new output without any weight update: *in-context learning*. Von Oswald et al. propose a
+# mechanism for it. They write down weights with which a single **linear self-attention** (LSA)
+# layer performs exactly **one step of gradient descent** on the least-squares loss of the
+# pairs in its context, and then show that LSA layers *trained* on random linear-regression
+# tasks find this solution: same loss, same predictions, same sensitivities to the input, and
+# weights that match the construction. Deeper stacks do better than plain gradient descent
+# with as many steps, by learning a curvature correction they call GD++.
+#
+# The whole study is synthetic, so this chapter runs it at the paper's own scale: the task,
+# model, initialisation, optimiser, batch size and number of steps of the official JAX code
+# {cite}`vonoswald2023code` (its notebook `constructed_token_setup.ipynb`), ported to torch.
+#
+# **What we could check.** We had the paper's abstract and its official code, not the PDF: the
+# equations below are taken from the code and re-derived, and the paper's figures are
+# described, not quoted — none of their numbers could be read. Where the paper's text (as
+# summarised in our notes) and its code disagree, we say so.
+
+# %% tags=["parameters"]
+preset = "book"
+seed = 0
+device = "auto"
+overrides = {}
+
+# %%
+import time
+
+import numpy as np
+from IPython.display import Markdown, display
+
+import lossbook
+from lossbook import icl
+from lossbook.chapters import icl_gd as C
+from lossbook.chapters import icl_gd_figures as figures
+from lossbook.claims import markdown_table
+
+ch = lossbook.start("05_icl_gd", preset=preset, seed=seed, device=device, overrides=overrides)
+cfg = ch.cfg
+print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers}")
+
+# %% [markdown]
+# ## 1. In-context linear regression as a sequence of tokens
+#
+# A task is a random linear map: $w\sim\mathcal{N}(0, I_d)$, inputs
+# $x_1,\dots,x_N,x_q\sim\mathcal{U}(-1,1)^d$ and targets $y_j = w^\top x_j$, with $d = N = 10$.
+# Each context pair becomes one token $e_j = (x_j, y_j)\in\mathbb{R}^{d+1}$, and the query
+# becomes $e_q = (x_q, 0)$: its output slot starts at zero. The model must predict
+# $y_q = w^\top x_q$ from the sequence $(e_1,\dots,e_N,e_q)$ — a fresh $w$ every time, so
+# nothing about a particular task can be stored in the weights.
+#
+# **The model.** A linear self-attention layer with weights $W_Q, W_K, W_V \in
+# \mathbb{R}^{k\times(d+1)}$ and projection $P\in\mathbb{R}^{(d+1)\times k}$ updates every
+# token $e_t$ (context and query) by
+#
+# $$
+# e_t \;\leftarrow\; e_t + P W_V \sum_{j=1}^{N} e_j\,\big(e_j^\top W_K^\top W_Q\, e_t\big),
+# $$
+#
+# attention without the softmax, without $1/\sqrt{k}$, keys and values from the $N$ context
+# tokens only. There is no MLP, no LayerNorm and no bias. The prediction is read from the
+# query's output slot **with a minus sign**, $\hat y = -[e_q]_{d+1}$, and the training loss is
+# $\tfrac12\,\mathbb{E}(y_q-\hat y)^2$. Following the official code, the key size is
+# $k = 11$ and weights start tiny: truncated normal with variance $0.002/\text{fan-in}$. In code
+# (the last layer of `predict` re-associates the same product for the query token only):
+#
+# ```{literalinclude} ../src/lossbook/icl.py
+# :pyobject: LSA.layer
+# ```
+#
+# **Proposition 1: one layer can be one step of gradient descent.** Gradient descent on the
+# context's least-squares loss $L(w) = \frac{1}{2N}\sum_j (w^\top x_j - y_j)^2$ from $w_0 = 0$
+# moves to $w_1 = \frac{\eta}{N}\sum_j y_j x_j$ and predicts $\hat y = w_1^\top x_q$. Take
+#
+# $$
+# W_K = W_Q = \begin{pmatrix} I_d & 0\\ 0 & 0\end{pmatrix},\qquad
+# W_V = \begin{pmatrix} I_d & 0\\ 0 & -1\end{pmatrix},\qquad
+# P = \begin{pmatrix} 0 & 0\\ 0 & \eta/N\end{pmatrix}.
+# $$
+#
+# Then $W_K^\top W_Q$ keeps the inputs, $e_j^\top W_K^\top W_Q e_q = x_j^\top x_q$, and $PW_V$
+# writes $-\frac{\eta}{N}y_j$ into the output slot: the query's slot becomes
+# $0 - \frac{\eta}{N}\sum_j y_j\,x_j^\top x_q = -w_1^\top x_q$, i.e. $\hat y = w_1^\top x_q$
+# exactly. The same layer applied to the context tokens turns every $y_j$ into the residual
+# $y_j - w_1^\top x_j$, so $K$ such layers are $K$ steps of gradient descent. With a non-zero
+# block $-\frac{\gamma}{N}I_d$ in $P$, the layer also moves the inputs,
+# $x_t \leftarrow x_t - \frac{\gamma}{N}\sum_j x_j x_j^\top x_t$: this is **GD++**, gradient
+# descent with a curvature correction. Our implementation of the construction:
+#
+# ```{literalinclude} ../src/lossbook/icl.py
+# :pyobject: gd_construction
+# ```
+#
+# The check below runs the constructed LSA and an independent implementation of gradient
+# descent (in weight space, or on the tokens for GD++) on the same 2,048 tasks: they agree to
+# rounding error, in single and double precision, for one to three steps, for GD++, and from a
+# random starting point $w_0$ (Proposition 1 in full: $w_0$ enters $W_V$'s last row and the
+# query starts at $-w_0^\top x_q$).
+
+# %%
+check = C.construction_check(cfg, seed)
+display(Markdown(markdown_table(
+    ["precision", "steps", "γ (GD++)", "start w0", "max |ŷ_LSA − ŷ_GD|", "max |ŷ_GD|"],
+    [[r["dtype"], r["steps"], f"{r['gamma']:g}", r["w0"], f"{r['max_abs_diff']:.1e}",
+      f"{r['scale']:.1f}"] for r in check])))
+max_err = {dt: max(r["max_abs_diff"] / r["scale"] for r in check if r["dtype"] == dt)
+           for dt in ("float32", "float64")}
+
+# %% [markdown]
+# ## 2. The gradient-descent baseline and its step size
+#
+# The comparison is only fair if gradient descent gets its best step size. The prediction of
+# one step, $\hat y = \eta\,a$ with $a = \frac1N\sum_j y_j x_j^\top x_q$, is linear in $\eta$,
+# so the loss is a parabola in $\eta$ and the line search is exact:
+# $\eta^* = \overline{a\,y_q}/\overline{a^2}$ over 32,768 tasks that are not the test tasks
+# (the official code scans a grid of step 0.1 on its test tasks). For several steps, and for
+# GD++'s pair $(\eta, \gamma)$, we minimise the loss on the same tasks numerically.
+#
+# For uniform inputs the one-step optimum also has a closed form, which we derived ourselves
+# as a check on the line search: with $\sigma^2 = \operatorname{Var}x = 1/3$ and the uniform
+# kurtosis $9/5$,
+#
+# $$
+# \eta^* = \frac{N}{\sigma^2\,(d + N - \tfrac15)},\qquad
+# L(\eta^*) = \frac{d\,\sigma^2}{2}\cdot\frac{d - \tfrac15}{d + N - \tfrac15},
+# $$
+#
+# $\eta^* = 1.515$ and $L(\eta^*) = 0.825$ here. A single LSA layer that reaches this loss is
+# as good as the best one-step gradient descent. It should not be able to do better: for
+# Gaussian inputs, one step of (preconditioned) gradient descent is provably the best a single
+# linear self-attention layer can do {cite}`mahankali2024onestep,ahn2023preconditioned`, and we
+# expect the same for our uniform inputs by symmetry (not proved here).
+
+# %%
+curves = C.gd_loss_curves(cfg, seed)
+eta_closed, loss_closed = icl.optimal_eta(cfg.dim, cfg.context, cfg.input_range)
+fig = figures.line_search(curves, eta_closed)
+(eta_ls, loss_ls) = curves[1][2]
+display(Markdown(markdown_table(
+    ["", "η*", "loss at η*"],
+    [["closed form (1 step)", f"{eta_closed:.4f}", f"{loss_closed:.4f}"],
+     [f"exact line search on {cfg.line_search_tasks:,} tasks (1 step)", f"{eta_ls:.4f}",
+      f"{loss_ls:.4f}"],
+     ["bounded search on the same tasks (2 steps)", f"{curves[2][2][0]:.4f}",
+      f"{curves[2][2][1]:.4f}"]])))
+
+# %% [markdown]
+# ## 3. Training a single LSA layer
+#
+# We train the LSA layer as the official notebook does: Adam (learning rate $10^{-3}$,
+# $\beta = (0.9, 0.98)$, $\epsilon = 10^{-9}$) after clipping the gradient's global norm at
+# $10^{-3}$, batches of 2,048 **freshly drawn** tasks per step, 5,000 steps. Every 100 steps we
+# score the model on 10,000 fixed test tasks against one step of gradient descent with the
+# line-searched $\eta^*$ on the same tasks, with the paper's two alignment measures: the
+# **cosine between the sensitivities** $\partial\hat y/\partial x_q$ of the two models (for
+# gradient descent this is the learned weight vector $w_1$; for the LSA it is whatever linear
+# model it effectively applies to the query) and the **L2 distance between their predictions**.
+# We train three seeds at the paper's input range $\mathcal{U}(-1,1)$, and one at the official
+# notebook's range (below; at the `book` preset this check trains for 1,500 steps, to fit the
+# CPU budget). Runs are cached and spread over worker processes.
+#
+# ```{admonition} Verdict rules, fixed before the book runs
+# :class: note
+# The thresholds were chosen after one 1,000-step pilot run (to see the noise floor of Adam at
+# a constant learning rate), before any run reported here. Claims about trained models are
+# *not tested* at a preset that trains for fewer than 1,000 steps (`smoke`). A claim holds if
+# it holds for **every** seed at the end of training:
+# - *same loss*: test loss within 2 % of one-step GD's on the same tasks;
+# - *same predictions*: mean $|\hat y_\text{LSA} - \hat y_\text{GD}|$ at most 10 % of its value
+#   at initialisation (= mean $|\hat y_\text{GD}|$, where the paper's curve starts);
+# - *same sensitivities*: mean cosine ≥ 0.99;
+# - *weights match the construction up to scale*: cosine ≥ 0.99 between the trained and the
+#   constructed $W_K^\top W_Q$ (its first $d$ columns) and between the last rows of $PW_V$ —
+#   the only parts that reach a one-layer prediction — and the step size the layer implements
+#   within 5 % of $\eta^*$;
+# - *same out-of-distribution behaviour*: on inputs from $\alpha\cdot\mathcal{U}(-1,1)$,
+#   $\alpha\in[0.5, 2]$, the loss ratio LSA / GD stays within 10 % of 1 while GD's loss
+#   changes by more than 10×;
+# - *deeper is better than plain GD* (two layers): test loss at least 2 % below two steps of
+#   GD; *and matches GD++*: within 5 % of two-step GD++'s loss, with sensitivities closer
+#   (higher cosine) to GD++ than to GD.
+# ```
+
+# %%
+run_specs = C.specs(cfg, seed, ch.device)
+cached = sum(ch.run_cache.get(C.lsa_run, s) is not None for s in run_specs)
+started = time.time()
+results = ch.sweep(C.lsa_run, run_specs, desc="LSA models")
+sweep_s = time.time() - started
+groups = C.by_group(run_specs, results)
+main_runs, code_runs = groups["1 layer (paper)"], groups.get("1 layer (code)", [])
+gd_loss = main_runs[0][1]["ref_loss"]["gd"]
+fig = figures.training(main_runs, gd_loss, "test loss, x ~ U(−1, 1)")
+
+
+# %%
+def summary_rows(runs):
+    final = [r["final"] for _, r in runs]
+    loss, ratio = (C.mean_std(v) for v in ([f["test_loss"] for f in final],
+                                            [f["test_loss"] / r["ref_loss"]["gd"]
+                                             for f, (_, r) in zip(final, runs)]))
+    match = [C.weight_match(r, s) for s, r in runs]
+    return [f"{runs[0][0]['input_range'] / 2:g}", len(runs), f"{loss[0]:.4f} ± {loss[1]:.4f}",
+            f"{runs[0][1]['ref_loss']['gd']:.4f}", f"{ratio[0]:.4f}",
+            f"{min(f['cos_gd'] for f in final):.4f}",
+            f"{max(f['pred_dist_rel_gd'] for f in final):.3f}",
+            f"{np.mean([m['eta_lsa'] for m in match]):.3f} vs {match[0]['eta_gd']:.3f}"]
+
+
+display(Markdown(markdown_table(
+    ["x ~ U(−a, a), a =", "seeds", "LSA test loss", "1-step GD loss", "LSA / GD",
+     "min cosine", "max pred. distance / init", "η of the LSA vs η*"],
+    [summary_rows(runs) for runs in (main_runs, code_runs) if runs])))
+
+# %% [markdown]
+# Within a few hundred steps the test loss falls onto the gradient-descent line and stays
+# there; the sensitivities turn parallel (cosine → 1) as the loss drops, and the predictions
+# of the two models converge. What remains is a small, steady gap, presumably the jitter of
+# Adam at a constant learning rate around the optimum: it shows in the distances (a few % of
+# their initial value) and hardly in the loss (a few tenths of a per cent).
+#
+# **Input range: the paper's text versus its code.** Our notes give the paper's inputs as
+# $\mathcal{U}(-1,1)$, as do the axis labels of the official notebook, but its data function
+# draws from $\mathcal{U}(-r/2, r/2)$ and the notebook sets $r = 1$, i.e.
+# $\mathcal{U}(-\tfrac12,\tfrac12)$ — so the paper's plotted losses are presumably on that
+# scale. Rescaling the inputs by $c$ rescales $\eta^*$ by $c^{-2}$ and every loss by $c^2$ and
+# changes nothing else for gradient descent; the second row of the table trains the LSA on the
+# code's range to check that the trained model does not care either (1-step GD loss in closed
+# form there: 0.206).
+#
+# ## 4. The trained weights next to the construction
+#
+# A trained layer has four matrices, but its function depends only on the products
+# $W_K^\top W_Q$ and $PW_V$, and a scalar can move freely between the two. As in the official
+# plots we divide $W_K^\top W_Q$ by the mean of its input diagonal and multiply $PW_V$ by the
+# same number. Hatched: entries that cannot influence a one-layer prediction (the last column
+# of $W_K^\top W_Q$ multiplies the query's output slot, which is 0; the first $d$ rows of
+# $PW_V$ write into the query's inputs, which are never read) — they do not affect the loss,
+# so nothing drives them to the construction's zeros.
+
+# %%
+seed0_spec, seed0 = main_runs[0]
+match0 = C.weight_match(seed0, seed0_spec)
+fig = figures.weights([("trained LSA", {"KQ": match0["KQ"], "PV": match0["PV"], "trained": 1}),
+                       ("construction (η*)", {"KQ": match0["KQ_gd"], "PV": match0["PV_gd"]})],
+                      cfg.dim)
+matches = [C.weight_match(r, s) for s, r in main_runs]
+display(Markdown(markdown_table(
+    ["seed", "cos W_KᵀW_Q (first d columns)", "cos last row of PW_V", "cos W_KᵀW_Q (all)",
+     "cos PW_V (all)", "η of the LSA", "η* (line search)"],
+    [[s["seed"], f"{m['cos_kq']:.4f}", f"{m['cos_pv']:.4f}", f"{m['cos_kq_full']:.4f}",
+      f"{m['cos_pv_full']:.4f}", f"{m['eta_lsa']:.4f}", f"{m['eta_gd']:.4f}"]
+     for (s, _), m in zip(main_runs, matches)])))
+
+# %% [markdown]
+# The trained layer *is* the construction: an identity block in $W_K^\top W_Q$, a single
+# negative entry in the corner of $PW_V$, and — once the arbitrary scale is removed — a step
+# size within a few per cent of the line-searched one. Nothing in training asked for this: the
+# loss only sees predictions.
+#
+# ## 5. Out of distribution: larger and smaller inputs
+#
+# If the trained layer really runs gradient descent, it should fail exactly like gradient
+# descent when the test tasks differ from the training ones. The official code's test (and,
+# per our notes, the paper's): draw test inputs from $\alpha\cdot\mathcal{U}(-1,1)$ with $\alpha$ from 0.5 to 2, keep the trained
+# weights and GD's $\eta^*$. For larger inputs the fixed step size overshoots (GD's prediction
+# grows like $\alpha^3$, the target like $\alpha$), for smaller ones it undershoots.
+
+# %%
+fig = figures.ood(main_runs, "U(−1, 1)")
+ood_dev = [max(abs(np.array(r["ood"]["lsa"]) / np.array(r["ood"]["gd"]) - 1))
+           for _, r in main_runs]
+gd_ood = np.array(main_runs[0][1]["ood"]["gd"])
+gd_spread = gd_ood.max() / gd_ood.min()
+
+# %% [markdown]
+# The trained layer and one step of gradient descent trace the same curve over two orders of
+# magnitude of loss: the layer has not learned "the answer for inputs like these", it has
+# learned the algorithm, with the algorithm's fixed step size and the same failure when the
+# inputs outgrow it.
+#
+# ## 6. Two layers versus two steps
+#
+# Stacking layers should give more gradient steps. We train a two-layer LSA with shared
+# weights (the official "recurrent" Transformer; init scale $0.002/2$; 2,500 steps at the
+# `book` preset to fit the CPU budget, the official 5,000 at `full`) and compare
+# it with two steps of GD (η by line search) and two steps of GD++ ((η, γ) fitted on the same
+# tasks; the official code trains them with Adam instead).
+
+# %%
+deep_groups = dict(sorted(((k, v) for k, v in groups.items() if k.endswith("layers")),
+                          key=lambda kv: kv[1][0][0]["layers"]))
+deep_summary = []
+for runs in deep_groups.values():
+    layers = runs[0][0]["layers"]
+    fig = figures.deep(runs, runs[0][1]["ref_loss"], gd_loss, layers)
+    final = [r["final"] for _, r in runs]
+    base = runs[0][1]["baselines"]
+    deep_summary.append({
+        "layers": layers, "loss": C.mean_std(f["test_loss"] for f in final),
+        "gd": runs[0][1]["ref_loss"]["gd"], "gdpp": runs[0][1]["ref_loss"]["gdpp"],
+        "worst_vs_gd": max(f["test_loss"] / runs[0][1]["ref_loss"]["gd"] for f in final),
+        "worst_vs_gdpp": max(abs(f["test_loss"] / runs[0][1]["ref_loss"]["gdpp"] - 1)
+                             for f in final),
+        "closer_to_gdpp": all(f["cos_gdpp"] > f["cos_gd"] for f in final),
+        "cos_gd": min(f["cos_gd"] for f in final), "cos_gdpp": min(f["cos_gdpp"] for f in final),
+        "eta": base["eta"], "gdpp_params": (base["gdpp_eta"], base["gdpp_gamma"]),
+        "shared": runs[0][0]["shared"], "runs": runs})
+if deep_summary:
+    display(Markdown(markdown_table(
+        ["layers K", "seeds", "LSA test loss", "GD (K steps)", "GD++ (K steps)",
+         "min cos vs GD", "min cos vs GD++", "GD η", "GD++ (η, γ)"],
+        [[d["layers"], len(d["runs"]), "{:.4f} ± {:.4f}".format(*d["loss"]), f"{d['gd']:.4f}",
+          f"{d['gdpp']:.4f}", f"{d['cos_gd']:.3f}", f"{d['cos_gdpp']:.3f}", f"{d['eta']:.3f}",
+          "({:.3f}, {:.3f})".format(*d["gdpp_params"])] for d in deep_summary])))
+
+# %% [markdown]
+# The two-layer model ends well below two steps of plain gradient descent and close to two
+# steps of GD++. Its path is telling (one seed at this preset, so read it as an illustration):
+# first its sensitivities line up with plain two-step GD, then it keeps improving past GD's loss
+# and turns towards GD++. Shared weights let us put the trained layer next to GD++'s
+# construction: the curvature correction is the small negative identity block in the upper left
+# of $PW_V$, which makes every layer also shrink the inputs along their dominant directions —
+# something plain gradient descent does not do.
+
+# %%
+shared_deep = [d for d in deep_summary if d["shared"]]
+if shared_deep:
+    spec_d, result_d = shared_deep[0]["runs"][0]
+    deep_match = C.deep_weight_match(result_d, spec_d)
+    fig = figures.weights(
+        [(f"trained {spec_d['layers']}-layer LSA", {"KQ": deep_match["KQ"],
+                                                     "PV": deep_match["PV"]}),
+         ("GD++ construction", {"KQ": deep_match["KQ_gd"], "PV": deep_match["PV_gd"]})],
+        cfg.dim, mask_unused=False)
+    display(Markdown(
+        f"Trained vs GD++: cosine {deep_match['cos_kq']:.3f} for $W_K^\\top W_Q$, "
+        f"{deep_match['cos_pv']:.3f} for $PW_V$; the trained layer's (η, γ) = "
+        f"({deep_match['eta_lsa']:.3f}, {deep_match['gamma_lsa']:.3f}) against GD++'s "
+        "({:.3f}, {:.3f}).".format(*shared_deep[0]["gdpp_params"])))
+
+# %% [markdown]
+# ## 7. Claims and verdicts
+#
+# Each verdict applies the rule stated in section 3 to the numbers above.
+
+# %%
+finals = [r["final"] for _, r in main_runs]
+trained = cfg.steps >= 1000  # shorter runs (smoke) only exercise the code path
+deep_trained = cfg.deep_steps >= 1000
+loss_ratios = [f["test_loss"] / r["ref_loss"]["gd"] for f, (_, r) in zip(finals, main_runs)]
+ch.claim("loss", "A trained single LSA layer reaches the loss of one step of GD",
+         paper="trained LSA loss converges onto the 1-step-GD loss (a figure; its numbers "
+               "were not available to us)",
+         ours=f"LSA / GD loss = {min(loss_ratios):.4f}–{max(loss_ratios):.4f} over "
+              f"{len(finals)} seeds ({np.mean([f['test_loss'] for f in finals]):.4f} vs "
+              f"{gd_loss:.4f})",
+         holds=all(abs(r - 1) <= 0.02 for r in loss_ratios) if trained else None)
+ch.claim("predictions", "… and makes the same predictions",
+         paper="L2 distance of predictions falls to ≈ 0 (a figure; numbers n/a)",
+         ours=f"final distance {max(f['pred_dist_rel_gd'] for f in finals):.3f} of its initial "
+              f"value at worst ({max(f['pred_dist_gd'] for f in finals):.3f} in absolute terms)",
+         holds=all(f["pred_dist_rel_gd"] <= 0.1 for f in finals) if trained else None)
+ch.claim("sensitivities", "… with the same sensitivities ∂ŷ/∂x_q",
+         paper="cosine similarity of sensitivities → ≈ 1 (a figure; numbers n/a)",
+         ours=f"final cosine ≥ {min(f['cos_gd'] for f in finals):.4f}",
+         holds=all(f["cos_gd"] >= 0.99 for f in finals) if trained else None)
+ch.claim("weights", "The trained weights match the construction of Proposition 1 up to scale",
+         paper="weights found by optimization match the construction (abstract; heat maps)",
+         ours=f"cosine ≥ {min(min(m['cos_kq'], m['cos_pv']) for m in matches):.4f}; implied "
+              f"η = {min(m['eta_lsa'] for m in matches):.3f}–"
+              f"{max(m['eta_lsa'] for m in matches):.3f} vs η* = {matches[0]['eta_gd']:.3f}",
+         holds=all(min(m["cos_kq"], m["cos_pv"]) >= 0.99
+                   and abs(m["eta_lsa"] / m["eta_gd"] - 1) <= 0.05 for m in matches)
+         if trained else None)
+ch.claim("ood", "Out of distribution (scaled inputs), LSA and GD degrade the same way",
+         paper="identical loss curves for inputs from α·U, α ∈ [0.5, 2] (a figure; numbers n/a)",
+         ours=f"|LSA/GD − 1| ≤ {max(ood_dev):.3f} while GD's loss spans {gd_spread:.0f}×",
+         holds=(max(ood_dev) <= 0.1 and gd_spread > 10) if trained else None)
+if code_runs:
+    code_final = [r["final"] for _, r in code_runs]
+    code_ratio = [f["test_loss"] / r["ref_loss"]["gd"] for f, (_, r) in zip(code_final,
+                                                                              code_runs)]
+    ch.claim("code_range", "The same holds at the official code's input range U(−½, ½) "
+             "[check]", paper="the official notebook trains on U(−½, ½)",
+             ours=f"LSA / GD loss {code_ratio[0]:.4f}, cosine "
+                  f"{code_final[0]['cos_gd']:.4f}, prediction distance "
+                  f"{code_final[0]['pred_dist_rel_gd']:.3f} of initial",
+             holds=all(abs(r - 1) <= 0.02 for r in code_ratio)
+             and all(f["cos_gd"] >= 0.99 and f["pred_dist_rel_gd"] <= 0.1 for f in code_final)
+             if trained else None)
+for d in deep_summary:
+    k = d["layers"]
+    kind = "recurrent" if d["shared"] else "non-recurrent"
+    ch.claim(f"deep{k}_beats_gd", f"A trained {k}-layer {kind} LSA beats {k} steps of GD",
+             paper="Transformers surpass plain gradient descent (abstract; numbers n/a)",
+             ours=f"{d['loss'][0]:.4f} vs {d['gd']:.4f} (worst seed at "
+                  f"{d['worst_vs_gd']:.3f}× GD)",
+             holds=d["worst_vs_gd"] <= 0.98 if deep_trained else None)
+    ch.claim(f"deep{k}_gdpp", f"… and behaves like {k} steps of GD++ (curvature correction)",
+             paper="they learn an iterative curvature correction, GD++ (abstract; numbers n/a)",
+             ours=f"{d['loss'][0]:.4f} vs GD++ {d['gdpp']:.4f} (worst |ratio − 1| = "
+                  f"{d['worst_vs_gdpp']:.3f}); cosine vs GD++ {d['cos_gdpp']:.3f}, vs GD "
+                  f"{d['cos_gd']:.3f}",
+             holds=(d["worst_vs_gdpp"] <= 0.05 and d["closer_to_gdpp"]) if deep_trained else None)
+ch.claim("construction", "Proposition 1: one LSA layer can implement one step of GD exactly",
+         paper="explicit weight construction (Proposition 1)",
+         ours=f"max relative deviation {max_err['float32']:.1e} (float32), "
+              f"{max_err['float64']:.1e} (float64), 1–3 steps and GD++",
+         holds=max_err["float32"] < 1e-5 and max_err["float64"] < 1e-12)
+ch.claims_table()
+
+# %% [markdown]
+# ## 8. Paper vs ours
+#
+# The paper's column holds what we know from its abstract and its official code; its figures'
+# numbers were not available to us.
+
+# %%
+first = main_runs[0][0]
+deep_row = "; ".join(f"{d['layers']} layers: {d['loss'][0]:.3f} vs GD {d['gd']:.3f}, GD++ "
+                     f"{d['gdpp']:.3f}" for d in deep_summary) or "not run at this preset"
+display(Markdown(markdown_table(["", "Paper (official code)", f"Ours ({ch.preset} preset)"], [
+    ["Tasks", "d = 10, N = 10, w ~ N(0, I); x ~ U(−1, 1) in the text, U(−½, ½) in the "
+     "official notebook", f"d = {cfg.dim}, N = {cfg.context}; U(−{cfg.input_range / 2:g}, "
+     f"{cfg.input_range / 2:g})" + (f", plus one run at U(−{cfg.code_input_range / 2:g}, "
+                                    f"{cfg.code_input_range / 2:g})" if code_runs else "")],
+    ["Model", "1 LSA layer, key size 11, no softmax/MLP/LayerNorm, init 0.002",
+     f"same (key size {cfg.key_size}, init {cfg.init_scale:g})"],
+    ["Training", "Adam 1e-3 (β₂ 0.98, ε 1e-9), clip 0.001, batch 2048, 5,000 steps "
+     "(notebook; config.py: batch 512, 10,000)",
+     f"Adam {cfg.lr:g} (β₂ {cfg.betas[1]:g}, ε {cfg.adam_eps:g}), clip {cfg.grad_clip:g}, "
+     f"batch {cfg.batch_size}, {cfg.steps:,} steps, {cfg.seeds} seeds"],
+    ["GD step size", "grid search (step 0.1) on the 10k test tasks",
+     f"exact line search on {cfg.line_search_tasks:,} other tasks: η* = {eta_ls:.3f} "
+     f"(closed form {eta_closed:.3f})"],
+    ["Loss: LSA vs 1-step GD", "curves coincide (figure)",
+     f"{np.mean([f['test_loss'] for f in finals]):.4f} vs {gd_loss:.4f}"],
+    ["Alignment at the end", "cosine ≈ 1, prediction distance ≈ 0 (figure)",
+     f"cosine ≥ {min(f['cos_gd'] for f in finals):.4f}; prediction distance ≤ "
+     f"{max(f['pred_dist_rel_gd'] for f in finals):.3f} of initial"],
+    ["Weights", "match the construction (heat maps)",
+     f"cosine ≥ {min(min(m['cos_kq'], m['cos_pv']) for m in matches):.4f}"],
+    ["Scaled inputs α ∈ [0.5, 2]", "LSA and GD degrade identically",
+     f"loss ratio within {max(ood_dev):.1%} of 1"],
+    ["Deeper models", "beat GD; match GD++", deep_row],
+])))
+
+# %% [markdown]
+# ## 9. Verdicts and what they mean
+#
+# Every verdict is computed from the numbers above by the rule fixed in section 3.
+
+# %%
+ch.claims_table()
+
+# %% [markdown]
+# **Deviations from the paper.** (1) Inputs from $\mathcal{U}(-1,1)$, the paper's range
+# according to our notes; the official notebook uses $\mathcal{U}(-\tfrac12,\tfrac12)$, which we run as a check.
+# (2) GD's step size comes from an exact line search on separate tasks instead of a grid search
+# on the test tasks; GD++'s $(\eta,\gamma)$ from a direct minimisation instead of Adam.
+# (3) To fit the `book` budget: three seeds, one recurrent two-layer model trained for 2,500
+# steps instead of 5,000, the input-range check for 1,500, and twelve input scales of 2,000
+# tasks each (the official code: 51 scales of 1,000, as in `full`). (4) Our GD++ normalises γ by
+# $1/N$; this only reparameterises it. The `full` preset runs five seeds, every check at the
+# official 5,000 steps, and non-recurrent stacks of two to five layers trained for the official
+# 50,000 steps (with the notebook's per-depth learning rate and clipping).
+#
+# **Not reproduced here**: the further experiments of the paper and its code — softmax
+# attention, the token construction with inputs and targets in separate tokens (which needs an
+# induction-head-like copying layer), non-linear regression with an MLP, and distractor tokens.
+
+# %%
+elapsed = time.time() - ch.started
+display(Markdown(
+    f"This chapter executed in **{elapsed:.0f} s** at the `{ch.preset}` preset "
+    f"({sweep_s:.0f} s of it in the sweep over {len(run_specs)} models, {cached} of them read "
+    f"from the run cache, {ch.workers} worker process(es)); the budget for `book` is 3 minutes "
+    "on 2 CPU cores."))
+
+# %% [markdown]
+# ## Provenance
+# Parameters of this run (see `lossbook list -v` for every preset):
+
+# %%
+ch.finish()

@@ -1,0 +1,474 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Learning imbalanced datasets with label-distribution-aware margin loss
+#
+# *Reproducing {cite:t}`cao2019ldam` (NeurIPS 2019).*
+#
+# When the training set is long-tailed but the test criterion weighs every class equally, a
+# network trained with cross-entropy fits the rare classes as well as the frequent ones on the
+# training set — and then generalises much worse on them. Cao, Wei, Gaidon, Arechiga and Ma
+# propose two fixes:
+#
+# 1. **LDAM**, a *label-distribution-aware margin* loss: cross-entropy with the true-class logit
+#    lowered by a class-dependent margin $\Delta_j \propto n_j^{-1/4}$, so rare classes must be
+#    separated by a wider margin. The exponent comes from minimising a margin-based
+#    generalisation bound.
+# 2. **DRW**, *deferred re-weighting*: train with plain weights first, and switch to
+#    class-balanced weights {cite}`cui2019classbalanced` only at the first learning-rate drop,
+#    so that re-weighting adjusts the decision boundaries without spoiling the representation.
+#
+# Their claims: each idea alone improves on existing techniques and the combination, LDAM-DRW,
+# does best; DRW beats re-weighting from the start; the gains are on the minority classes.
+# This chapter implements both from the paper and its official code, re-derives the $n^{-1/4}$
+# trade-off, and tests the claims on a long-tailed MNIST-1D {cite}`greydanus2020mnist1d` with a
+# small 1-D CNN; the `full` preset runs the paper's CIFAR-10-LT / CIFAR-100-LT protocol with
+# ResNet-32 {cite}`he2016resnet`.
+#
+# **What we could and could not check.** We read the official code (`kaidic/LDAM-DRW`, commit
+# `2536330`: `losses.py`, `cifar_train.py`, `models/resnet_cifar.py`, `utils.py`,
+# `imbalance_cifar.py`) and reimplemented every rule from it. Of the paper itself only the
+# abstract was available to us: the bound of §2 is stated as we recall it (its trade-off is
+# re-derived and checked here), and the CIFAR-LT numbers quoted below are recalled from its
+# Table 2 — those marked † could not be corroborated by an independent source.
+
+# %% tags=["parameters"]
+preset = "book"
+seed = 0
+device = "auto"
+overrides = {}
+
+# %%
+import dataclasses
+import time
+
+import numpy as np
+from IPython.display import Markdown, display
+
+import lossbook
+from lossbook import data, margins
+from lossbook.chapters import ldam_drw as C
+from lossbook.chapters import ldam_drw_figures as figures
+from lossbook.claims import markdown_table
+
+ch = lossbook.start("06_ldam_drw", preset=preset, seed=seed, device=device, overrides=overrides)
+cfg = ch.cfg
+print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers}")
+
+# %% [markdown]
+# ## 1. The LDAM loss
+#
+# For logits $z\in\mathbb{R}^k$ and label $y$, LDAM is cross-entropy after subtracting a margin
+# from the true-class logit (paper §3; our notation):
+#
+# $$
+# \mathcal{L}_{\text{LDAM}}(z, y) = -\log\frac{e^{s(z_y-\Delta_y)}}{e^{s(z_y-\Delta_y)} +
+# \sum_{j\neq y} e^{s z_j}},\qquad \Delta_j = \frac{C}{n_j^{1/4}},
+# $$
+#
+# where $n_j$ is the number of training examples of class $j$. Following the official code,
+# $C$ is set so that the largest margin (the rarest class) is $0.5$, the last layer is a
+# **cosine classifier** — features and class weights are L2-normalised, so $z_j\in[-1,1]$ —
+# and the cosines are multiplied by $s=30$. LDAM is thus an additive-margin softmax (CosFace
+# {cite}`wang2018cosface`) with a class-dependent margin; it lives in `lossbook.margins` next to
+# the additive angular margin (ArcFace {cite}`deng2019arcface`) other chapters use:
+#
+# ```{literalinclude} ../src/lossbook/margins.py
+# :pyobject: ldam_margins
+# ```
+#
+# ```{literalinclude} ../src/lossbook/margins.py
+# :pyobject: ldam_loss
+# ```
+#
+# The tests check the margins against the formula and the official normalisation, that the
+# loss is exactly `cross_entropy` at zero margin and $s=1$, that only the true-class logit
+# moves, and the official `NormedLinear` initialisation.
+#
+# ## 2. Why $n^{-1/4}$: the margin trade-off
+#
+# The paper's motivation (§3) is a margin-based generalisation bound on the *balanced* error.
+# Writing $\gamma_j$ for the smallest margin of a training example of class $j$ and $C(\mathcal
+# F)$ for a complexity measure of the hypothesis class, it reads, as we recall it and up to log
+# terms,
+#
+# $$
+# L_{\text{bal}}[f] \;\lesssim\; \frac1k\sum_{j=1}^k \frac{1}{\gamma_j}\sqrt{\frac{C(\mathcal
+# F)}{n_j}}.
+# $$
+#
+# For two separable classes, moving the decision boundary trades one class's margin for the
+# other's with $\gamma_1+\gamma_2$ fixed. Minimising $1/(\gamma_1\sqrt{n_1}) +
+# 1/(\gamma_2\sqrt{n_2})$ under that constraint gives (Lagrange: $1/(\gamma_j^2\sqrt{n_j})$ equal
+# for both classes)
+#
+# $$
+# \gamma_j^\star \propto n_j^{-1/4},
+# $$
+#
+# so the rare class should get the *larger* margin — but only by the fourth root of the
+# imbalance, not in proportion to it. LDAM transfers this to $k$ classes; under the analogous
+# constraint $\sum_j\gamma_j$ fixed (our multi-class reading, not the paper's statement) the
+# same Lagrange argument gives the same exponent. The left panel shows the two-class bound as
+# the margin is split; the right panel the LDAM margins of the paper's CIFAR-LT settings,
+# with the numerical minimiser of the multi-class bound as circles.
+
+# %%
+class_sets = {
+    "CIFAR-10-LT, ρ=10": data.long_tail_counts(5000, 10, 10),
+    "CIFAR-10-LT, ρ=100": data.long_tail_counts(5000, 10, 100),
+    "CIFAR-100-LT, ρ=100": data.long_tail_counts(500, 100, 100),
+}
+fig = figures.margin_tradeoff(class_sets)
+
+# %% [markdown]
+# We check the closed form numerically: a bounded scalar minimisation of the two-class bound
+# for imbalance ratios from 1 to 1000, and an L-BFGS minimisation of the multi-class bound for
+# the three class-size profiles. The verdict rule: the closed form holds if every numerical
+# optimum matches it to a relative error below $10^{-5}$.
+
+# %%
+tradeoff_rows, deviations = [], []
+for ratio in (1, 2, 10, 100, 1000):
+    numeric = C.two_class_optimum(100.0 * ratio, 100.0)
+    formula = margins.optimal_margins([100.0 * ratio, 100.0])[0]
+    deviations.append(abs(numeric / formula - 1))
+    tradeoff_rows.append([f"two classes, n₁/n₂ = {ratio}", f"{numeric:.6f}", f"{formula:.6f}",
+                          f"{deviations[-1]:.1e}"])
+for label, counts in class_sets.items():
+    numeric, formula = C.multiclass_optimum(counts), margins.optimal_margins(counts)
+    deviations.append(float(np.abs(numeric / formula - 1).max()))
+    tradeoff_rows.append([label, f"{numeric.min():.6f} … {numeric.max():.6f}",
+                          f"{formula.min():.6f} … {formula.max():.6f}", f"{deviations[-1]:.1e}"])
+display(Markdown(markdown_table(
+    ["problem", "numerical optimum γ/Σγ", "n^(-1/4) formula", "max relative deviation"],
+    tradeoff_rows)))
+ch.claim("optimal_margins", "Margins minimising the class-margin bound scale as n_j^(−1/4)",
+         paper="§3: optimal two-class margins γ_j = C/n_j^(1/4); LDAM uses Δ_j ∝ n_j^(−1/4)",
+         ours=f"numerical minima match the closed form to {max(deviations):.1e} (two classes, "
+              f"ratios 1–1000; multi-class under Σγ fixed for the CIFAR-LT profiles)",
+         holds=max(deviations) < 1e-5)
+
+# %% [markdown]
+# ## 3. Deferred re-weighting
+#
+# Class-balanced re-weighting {cite}`cui2019classbalanced` weights class $j$ by the inverse of
+# its *effective number* of samples, $w_j \propto (1-\beta)/(1-\beta^{n_j})$, normalised so
+# that $\sum_j w_j = k$: $\beta=0$ gives equal weights and $\beta\to1$ inverse class
+# frequency. DRW uses $\beta=0$ until the switch epoch and $\beta=0.9999$ after it
+# (official code: `idx = epoch // 160`, `betas = [0, 0.9999]`, 200 epochs). The switch sits at
+# the first learning-rate drop of the official schedule — SGD with learning rate 0.1, a 5-epoch
+# linear warm-up, and ×0.01 at epochs 160 and 180 — which we scale to our epoch budget.
+#
+# `lossbook.train.fit` takes one objective per call, and we did not want a special fit loop for
+# one chapter. A run is therefore a sequence of `fit` calls, one per **phase** of constant
+# learning rate and constant class weights. This reproduces the official per-epoch schedule;
+# the differences from the official loop are that the SGD momentum buffer restarts at each
+# phase boundary and that, as everywhere in this book, an epoch drops its last partial batch.
+#
+# ```{literalinclude} ../src/lossbook/chapters/ldam_drw.py
+# :pyobject: phases
+# ```
+
+# %%
+specs = C.specs(cfg, seed, ch.device)
+fig = figures.schedule(specs[0], data.long_tail_counts(cfg.max_per_class or 5000, 10,
+                                                       max(cfg.ratios)), cfg.beta)
+
+# %% [markdown]
+# ## 4. Experiment
+#
+# **Data.** MNIST-1D (10 classes, 40-dimensional signals) generated offline. From its training
+# split we draw, per seed, an exponentially long-tailed subset with $n_c = n_{\max}\,
+# \rho^{-c/9}$ examples of class $c$ — the profile of the paper's CIFAR-10-LT — for imbalance
+# ratios $\rho = 10$ and $100$. The test set is balanced (the same number of examples of every
+# class), so its accuracy is the balanced accuracy the paper reports.
+#
+# **Model.** The three-convolution 1-D CNN of the library (the roster's setting; an MLP
+# underfits MNIST-1D too much for accuracy gaps to mean anything). For LDAM runs, its last layer
+# is the cosine classifier, as in the official code.
+#
+# **Methods.** Cross-entropy (CE, the paper's ERM); CE with class-balanced **re-weighting**
+# from the start (CE-RW, the official `Reweight` rule); **CE-DRW**; **LDAM**; and
+# **LDAM-DRW**. Class-balanced **re-sampling** from the start (CE-RS, the official `Resample`
+# rule) is implemented and runs at the `smoke` and `full` presets; at `book` it did not fit in
+# the time budget. All methods share the model, the optimiser and the schedule — the paper's,
+# scaled from 200 to 80 epochs (see the preset table at the end); we report the final-epoch
+# accuracy with no early stopping, mean ± standard deviation over seeds. Each (ratio, method,
+# seed) is one cached run of `ldam_drw.run`, executed in parallel worker processes.
+#
+# **Verdict rules**, fixed before the runs. "Improves" means a positive seed-paired mean
+# difference in balanced test accuracy larger than two standard errors of the paired
+# differences; "best" and "more than" compare seed means. At every imbalance ratio:
+#
+# - *LDAM-DRW is best*: LDAM-DRW has the highest balanced accuracy of all methods run.
+# - *LDAM alone improves on CE* and *DRW alone improves on CE* (CE-DRW vs CE).
+# - *DRW helps more than re-weighting from the start*: CE-DRW is more accurate than CE-RW.
+# - *The gains concentrate in the tail*: LDAM-DRW's per-class accuracy gain over CE, averaged
+#   over the five rarest classes, exceeds the gain averaged over the five most frequent.
+# - *LDAM widens the tail's margins* (the mechanism, not a numbered claim of the paper): the
+#   ratio of the mean training margin of the five rarest classes to that of the five most
+#   frequent is larger for LDAM than for CE.
+
+# %%
+for task in cfg.tasks:  # generate (or download) each dataset once, before the workers start
+    print(task, C.base_data(task, cfg.mnist1d_samples, cfg.data_dir, cfg.download))
+results = ch.sweep(C.run, specs, desc="LDAM-DRW runs")
+settings = [(task, ratio) for task in cfg.tasks for ratio in cfg.ratios]
+methods = list(cfg.methods)
+keys = ("task", "ratio", "method")
+acc = C.group(specs, results, keys, "test_acc")
+per_class_acc = C.group(specs, results, keys, "per_class_acc")
+train_margin = C.group(specs, results, keys, "train_margin")
+counts = {(t, r): C.group(specs, results, keys, "class_counts")[(t, r, methods[0])][0]
+          for t, r in settings}
+train_acc = C.group(specs, results, keys, "train_acc")
+display(Markdown(markdown_table(
+    ["method", *[figures.setting_label(t, r) for t, r in settings]],
+    [[C.METHOD_LABELS[m], *["{:.3f} ± {:.3f} (train {:.2f})".format(
+        *C.mean_std(acc[(t, r, m)]), np.mean(train_acc[(t, r, m)])) for t, r in settings]]
+     for m in methods])))
+fig = figures.balanced_accuracy(acc, settings, methods)
+
+# %% [markdown]
+# The table gives balanced test accuracy (mean ± std over seeds) and, in brackets, the mean
+# training accuracy: every method except a diverging run fits its long-tailed training set
+# (LDAM, with its margins and the cosine classifier, almost). The figure shows each seed.
+#
+# Where do the gains come from? The top row shows each class's test accuracy against its
+# number of training examples, the bottom row each method's seed-paired gain over CE. Class
+# size and class identity are confounded — class 0 is always the head, and MNIST-1D's digits
+# differ in difficulty — so the curves zig-zag; the gains, paired with CE, are the cleaner
+# read-out.
+
+# %%
+fig = figures.per_class(per_class_acc, counts, settings, methods)
+
+# %% [markdown]
+# And what does LDAM do to the margins? For every training example we take the margin
+# $z_y - \max_{j\neq y} z_j$ of the trained model and average it per class. CE models output
+# logits and LDAM models cosines, so we divide each model's per-class margins by their mean and
+# compare profiles; the dotted line is the $n_j^{-1/4}$ profile LDAM enforces.
+
+# %%
+fig = figures.learned_margins(train_margin, counts, settings, methods)
+
+# %% [markdown]
+# ## 5. The claims
+
+
+# %%
+def paired(a: str, b: str, setting) -> tuple[float, float] | None:
+    """Seed-paired balanced-accuracy difference a − b: mean and standard error."""
+    if (*setting, a) not in acc or (*setting, b) not in acc:
+        return None
+    d = np.subtract(acc[(*setting, a)], acc[(*setting, b)])
+    return d.mean(), (d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.inf)
+
+
+def improves(a: str, b: str) -> bool | None:
+    stats = [paired(a, b, s) for s in settings]
+    if any(x is None for x in stats) or any(not np.isfinite(se) for _, se in stats):
+        return None
+    return all(mean > 2 * se for mean, se in stats)
+
+
+def tag(setting) -> str:
+    return figures.setting_label(*setting) if len(cfg.tasks) > 1 else f"ρ={setting[1]:g}"
+
+
+def describe(a: str, b: str) -> str:
+    return "; ".join("{}: {:+.3f} ± {:.3f}".format(tag(s), *paired(a, b, s))
+                     for s in settings if paired(a, b, s))
+
+
+def have(*ms: str) -> bool:
+    return all(m in methods for m in ms)
+
+
+means = {key: float(np.mean(v)) for key, v in acc.items()}
+best = {s: max(methods, key=lambda m: means[(*s, m)]) for s in settings}
+runner_up = {s: max((m for m in methods if m != "ldam_drw"), key=lambda m: means[(*s, m)])
+             for s in settings} if have("ldam_drw") and len(methods) > 1 else {}
+ch.claim("ldam_drw_best", "LDAM-DRW is the most accurate method on balanced test data",
+         paper="Table 2: lowest error on every CIFAR-LT setting (e.g. CIFAR-10-LT ρ=100: 22.97 "
+               "vs 29.64 for ERM)",
+         ours="; ".join(f"{tag(s)}: LDAM-DRW {means[(*s, 'ldam_drw')]:.3f} vs "
+                        f"{C.METHOD_LABELS[runner_up[s]]} {means[(*s, runner_up[s])]:.3f}"
+                        for s in settings) if runner_up else "not run",
+         holds=all(best[s] == "ldam_drw" for s in settings) if runner_up else None)
+ch.claim("ldam_alone", "LDAM alone improves on cross-entropy",
+         paper="Table 2: LDAM 26.65 vs ERM 29.64 error (CIFAR-10-LT ρ=100); 'either of these "
+               "methods alone can already improve' (abstract)",
+         ours="LDAM − CE: " + describe("ldam", "ce") if have("ldam", "ce") else "not run",
+         holds=improves("ldam", "ce"))
+ch.claim("drw_alone", "DRW alone improves on cross-entropy",
+         paper="'either of these methods alone can already improve' (abstract; ERM-DRW numbers "
+               "not available to us)",
+         ours="CE-DRW − CE: " + describe("ce_drw", "ce") if have("ce_drw", "ce") else "not run",
+         holds=improves("ce_drw", "ce"))
+drw_vs_rw = have("ce_drw", "ce_rw")
+ch.claim("drw_vs_rw", "Deferred re-weighting beats re-weighting from the start",
+         paper="deferring re-weighting/re-sampling beats RW/RS from the start (ablation, "
+               "recalled; e.g. CB RW 27.63† vs LDAM-DRW 22.97 on CIFAR-10-LT ρ=100)",
+         ours=("CE-DRW − CE-RW: " + describe("ce_drw", "ce_rw")
+               + ("; context, CE-DRW − CE-RS: " + describe("ce_drw", "ce_rs")
+                  if have("ce_rs") else "")) if drw_vs_rw else "not run",
+         holds=all(means[(*s, "ce_drw")] > means[(*s, "ce_rw")] for s in settings)
+         if drw_vs_rw else None)
+
+
+def half_gains(setting) -> tuple[float, float]:
+    """LDAM-DRW − CE per-class gain, averaged over the head half and the tail half."""
+    gain = (np.asarray(per_class_acc[(*setting, "ldam_drw")])
+            - np.asarray(per_class_acc[(*setting, "ce")])).mean(0)
+    order = np.argsort(counts[setting])[::-1]  # most frequent first
+    half = len(order) // 2
+    return float(gain[order[:half]].mean()), float(gain[order[-half:]].mean())
+
+
+def tail_margin_ratio(setting, method: str) -> float:
+    g = np.asarray(train_margin[(*setting, method)]).mean(0)
+    order = np.argsort(counts[setting])[::-1]
+    half = len(order) // 2
+    return float(g[order[-half:]].mean() / g[order[:half]].mean())
+
+
+tail_ok = have("ldam_drw", "ce")
+halves = {s: half_gains(s) for s in settings} if tail_ok else {}
+ch.claim("tail_gains", "LDAM-DRW's gains over CE concentrate in the minority classes",
+         paper="per-class error figure (step-imbalanced CIFAR-10, recalled): the improvement "
+               "is on the minority classes",
+         ours="; ".join(f"{tag(s)}: head-half {halves[s][0]:+.3f}, tail-half "
+                        f"{halves[s][1]:+.3f}" for s in settings) if tail_ok
+         else "not run",
+         holds=all(tail > head for head, tail in halves.values()) if tail_ok else None)
+margin_ok = have("ldam", "ce")
+ratios_m = {(s, m): tail_margin_ratio(s, m) for s in settings for m in ("ce", "ldam")} \
+    if margin_ok else {}
+ch.claim("tail_margins", "LDAM gives the minority classes relatively larger training margins "
+         "[mechanism]",
+         paper="the design goal of LDAM: larger margins for rarer classes (§3)",
+         ours="tail/head training-margin ratio: " + "; ".join(
+             f"{tag(s)}: CE {ratios_m[(s, 'ce')]:.2f}, LDAM {ratios_m[(s, 'ldam')]:.2f}"
+             for s in settings) if margin_ok else "not run",
+         holds=all(ratios_m[(s, "ldam")] > ratios_m[(s, "ce")] for s in settings)
+         if margin_ok else None)
+ch.claims_table()
+
+# %% [markdown]
+# ## 6. Paper vs ours
+#
+# The paper's columns are its top-1 accuracies (100 − the error of Table 2) with ResNet-32 on
+# CIFAR-10-LT and CIFAR-100-LT; ours are balanced test accuracies at this preset, in %. CE-DRW
+# is not in the paper's Table 2. The paper's protocol and ours differ beyond the data: it
+# trains 200 epochs with random-crop/flip augmentation, and the official code tracks the best
+# test accuracy over epochs (we do not know which of the two Table 2 reports); we report the
+# final epoch.
+
+# %%
+paper_settings = list(C.PAPER_ERROR)
+
+
+def paper_cell(setting, method: str) -> str:
+    error = C.PAPER_ERROR[setting].get(method)
+    if error is None:
+        return "–"
+    mark = "" if (*setting, method) in C.PAPER_CORROBORATED else "†"
+    return f"{100 - error:.2f}{mark}"
+
+
+def ours_cell(setting, method: str) -> str:
+    if (*setting, method) not in acc:
+        return "–"
+    mean, std = C.mean_std(acc[(*setting, method)])
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+display(Markdown(markdown_table(
+    ["method", *[f"paper: {figures.setting_label(t, r)}" for t, r in paper_settings],
+     *[f"ours: {figures.setting_label(t, r)}" for t, r in settings]],
+    [[C.METHOD_LABELS[m], *[paper_cell(s, m) for s in paper_settings],
+      *[ours_cell(s, m) for s in settings]] for m in C.METHODS])))
+
+# %% [markdown]
+# ## 7. Verdicts
+#
+# Every verdict below is computed from the numbers above by the rule stated in §4 (and, for the
+# trade-off, in §2).
+
+# %%
+ch.claims_table()
+
+# %% [markdown]
+# **Reading the verdicts.** The $n^{-1/4}$ rule is exactly the minimiser of the margin bound the
+# paper writes down; that is arithmetic, and it checks. The empirical claims are about
+# ResNet-32 on CIFAR-LT; here the setting is far smaller — the two rarest classes of the
+# ρ = 100 training sets have 8 and 5 examples — so a verdict says what happens at this scale,
+# not that the paper is right or wrong at its own. In the recorded `book` run:
+#
+# - **LDAM carries almost all of the gain.** The margin loss with the cosine classifier beats
+#   CE by several points at both ratios; DRW adds a little on top of it (at ρ = 100 less than
+#   the spread over seeds, so "LDAM-DRW is best" holds there by the letter of the rule only)
+#   and even less on top of CE. In this schedule DRW acts only in the last fifth of training, at a learning rate
+#   already divided by 100, so it can only nudge the decision boundaries; how much more it does
+#   on CIFAR we could not check (the paper's ERM-DRW numbers were not available to us).
+# - **DRW vs re-weighting from the start is mixed.** At ρ = 10 re-weighting from the start is
+#   as good as DRW (the difference is about one standard error, with the sign against DRW, so
+#   the claim fails by its rule). At ρ = 100 re-weighting from the start is unstable: with
+#   weights about 100 times larger for the rarest class and the full learning rate, a run can
+#   diverge and never fit its training set (see the training accuracies above). That failure is
+#   the paper's own argument for deferring the weights, but it shows up as variance, not as a
+#   consistent gap.
+# - **Where the gains land depends on ρ.** At ρ = 10 LDAM-DRW's gains are largest on the rarer
+#   half of the classes. At ρ = 100 they are about equal in both halves and peak on the
+#   middle-sized classes (13–64 examples); the two rarest classes stay near zero accuracy for
+#   every method — with 5–8 examples, no loss recovers them here.
+# - **Margins.** Under CE the rare classes end training with much smaller margins than the head
+#   class; LDAM flattens that profile but does not invert it into the $n^{-1/4}$ shape it
+#   enforces as a minimum (its margins are minima; the means we plot also reflect how far past
+#   them the loss pushes each class).
+#
+# **Deviations from the paper**, all deliberate:
+#
+# - *Scale*: long-tailed MNIST-1D ($n_{\max} = 500$) and a 1-D CNN instead of CIFAR-LT and
+#   ResNet-32 (those are the `full` preset); no data augmentation on MNIST-1D.
+# - *Schedule*: the official one scaled from 200 to 80 epochs (warm-up 2, ×0.01 at 64 and 72,
+#   DRW switch at 64 — the same fractions), run as successive `fit` calls: the SGD momentum
+#   restarts at each phase boundary, and `fit` drops the last partial batch of an epoch (the
+#   official loader keeps it).
+# - *Weights*: β = 0.9999 as in the paper; on classes of at most 500 examples this is almost
+#   inverse frequency (head-to-tail weight ratio ≈ 98 at ρ = 100, against ≈ 79 on CIFAR-10-LT).
+# - *Evaluation*: final-epoch accuracy on a balanced subsample of the MNIST-1D test split.
+# - *Data draws*: the long-tailed subset is redrawn for each seed (the official code fixes one
+#   draw), so the spread over seeds includes the choice of the rare examples.
+# - *Baselines*: class-balanced re-sampling is implemented (`smoke`, `full`) but not run at
+#   `book`, for time.
+
+# %%
+elapsed = time.time() - ch.started
+display(Markdown(f"This execution took **{elapsed:.0f} s** of wall time at the `{ch.preset}` "
+                 f"preset ({len(specs)} training runs on {ch.workers} worker(s); finished runs "
+                 "are read from the run cache)."))
+
+# %% [markdown]
+# ## Preset and provenance
+# The configuration of this run (`lossbook list -v` shows every preset) and its provenance:
+
+# %%
+display(Markdown(markdown_table(["parameter", "value"],
+                                [[k, f"`{v}`"] for k, v in dataclasses.asdict(cfg).items()])))
+
+# %%
+ch.finish()
