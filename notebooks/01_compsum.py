@@ -166,8 +166,8 @@ display(Markdown(markdown_table(
 # attained by distributions with all mass on two classes — which is why $n$ does not appear.
 # For MAE ($\tau=2$) it is tight for small $t$ ($t\le 1/(n-1)$) and loose beyond. For
 # $\tau\in(1,2)$ the formula is **valid but not attained** at $n=3$: the smallest regret we find
-# is exactly $(n/2)^{\tau-1}$ times $T_\tau$ (last column), i.e. the binary transform. A second-
-# order expansion agrees: near $t=0$ the worst case is still two-class, so the $n^{\tau-1}$
+# is exactly $(n/2)^{\tau-1}$ times $T_\tau$ (last column), i.e. the binary transform. A
+# second-order expansion agrees: near $t=0$ the worst case is still two-class, so the $n^{\tau-1}$
 # factor of the recalled formula does not bind there (at mid-range $t$ the true calibration
 # function does dip below the binary one, so *some* $n$-dependence is real). Either the paper's
 # printed $T_\tau$ differs from our notes, or its tightness statement does not cover

@@ -264,9 +264,13 @@ def status_page() -> str:
             rows.append([f"[{chapter}]({chapter}.ipynb)", "–", "–", "–", "–", "–", "–", state])
             continue
         prov, counts = record["provenance"], summarize(record["claims"])
+        runs = prov.get("runs", {})
+        wall = f"{prov['wall_time_s']:.0f} s"
+        if runs.get("cached"):
+            wall += f" ({runs['cached']} of {runs['total']} runs from the cache)"
         rows.append([f"[{chapter_title(chapter)}]({chapter}.ipynb)", prov["preset"],
                      counts["held"], counts["not held"], counts["not tested"],
-                     f"{prov['wall_time_s']:.0f} s", prov["device"].split(" (")[0],
+                     wall, prov["device"].split(" (")[0],
                      f"`{prov['commit']}` — {state}"])
         details += [f"## {chapter_title(chapter)}", "",
                     markdown_table(["Claim", "Verdict", "Ours"],

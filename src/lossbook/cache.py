@@ -18,9 +18,10 @@ from pathlib import Path
 from lossbook.io import hash_files, read_json, stable_hash, write_json
 from lossbook.paths import PACKAGE_DIR
 
-# Modules that only present results (book building, CLI, tables, figures) cannot change what a
-# run computes, so editing them does not invalidate finished runs; anything else does.
-PRESENTATION = {"book.py", "cli.py", "claims.py", "plotting.py", "__main__.py"}
+# Modules that only present results or drive a notebook (book building, CLI, tables, figures,
+# the chapter session) cannot change what a run `fn(spec)` computes, so editing them does not
+# invalidate finished runs; anything else does.
+PRESENTATION = {"book.py", "cli.py", "claims.py", "plotting.py", "session.py", "__main__.py"}
 
 
 @cache

@@ -66,6 +66,8 @@ class Chapter:
     workers: int
     started: float = field(default_factory=time.time)
     claims: list[Claim] = field(default_factory=list)
+    runs_total: int = 0
+    runs_cached: int = 0  # the wall time of a chapter whose runs came from the cache is short
 
     @property
     def run_cache(self) -> RunCache:
@@ -73,6 +75,8 @@ class Chapter:
 
     def sweep(self, fn, specs: list[dict], desc: str | None = None) -> list[dict]:
         """Run `fn` over `specs` in parallel workers, reusing finished runs from the cache."""
+        self.runs_cached += sum(self.run_cache.get(fn, spec) is not None for spec in specs)
+        self.runs_total += len(specs)
         return sweep(fn, specs, cache=self.run_cache, workers=self.workers, desc=desc)
 
     def claim(self, id: str, statement: str, *, paper: str, ours: str, holds: bool | None,
@@ -103,6 +107,7 @@ class Chapter:
             "lossbook": lossbook.__version__, "torch": torch.__version__,
             "python": platform.python_version(), "commit": git_commit(),
             "wall_time_s": round(time.time() - self.started, 1),
+            "runs": {"total": self.runs_total, "cached": self.runs_cached},
             "config": asdict(self.cfg),
         }
 
@@ -121,7 +126,7 @@ class Chapter:
         prov = record["provenance"]
         rows = [[k, f"`{json.dumps(prov[k])}`" if k == "overrides" else prov[k]]
                 for k in ("preset", "seed", "overrides", "device", "commit", "lossbook", "torch",
-                          "python", "wall_time_s")]
+                          "python", "wall_time_s", "runs")]
         return Markdown(markdown_table(["provenance", "value"], rows))
 
 
