@@ -56,5 +56,9 @@ def test_lr_schedules():
     assert train.lr_factor("cosine", 0, 10) == 1.0
     assert train.lr_factor("cosine", 10, 10) == pytest.approx(0.0)
     assert train.lr_factor("multistep", 8, 10) == pytest.approx(0.01)
-    with pytest.raises(ValueError, match="valid: constant, cosine, multistep"):
+    assert train.lr_factor("multistep", 8, 10, milestones=(0.3,), gamma=0.5) == 0.5
+    # official SSL-SV decay: × 0.95 every 10 epochs (here 10 epochs = 50 steps)
+    assert train.lr_factor("step", 49, 1000, gamma=0.95, steps_per_decay=50) == 1.0
+    assert train.lr_factor("step", 100, 1000, gamma=0.95, steps_per_decay=50) == 0.95**2
+    with pytest.raises(ValueError, match="valid: constant, cosine, multistep, step"):
         train.lr_factor("linear", 0, 1)

@@ -35,26 +35,33 @@ def make_optimizer(params, name: str, lr: float, momentum: float = 0.9,
     raise ValueError(f"unknown optimizer {name!r}; valid: sgd, adam, adamw")
 
 
-def lr_factor(schedule: str, step: int, total: int, milestones=(0.5, 0.75)) -> float:
+def lr_factor(schedule: str, step: int, total: int, milestones=(0.5, 0.75), gamma: float = 0.1,
+              steps_per_decay: int = 1) -> float:
+    """Learning-rate multiplier at `step` of `total`: constant; cosine; multistep (× gamma at
+    each milestone, given as fractions of training); step (× gamma every `steps_per_decay`)."""
     if schedule == "constant":
         return 1.0
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * step / total))
     if schedule == "multistep":
-        return 0.1 ** sum(step >= m * total for m in milestones)
-    raise ValueError(f"unknown schedule {schedule!r}; valid: constant, cosine, multistep")
+        return gamma ** sum(step >= m * total for m in milestones)
+    if schedule == "step":
+        return gamma ** (step // steps_per_decay)
+    raise ValueError(f"unknown schedule {schedule!r}; valid: constant, cosine, multistep, step")
 
 
 def fit(model: nn.Module, data: Dataset, objective: Objective, *, batch_size: int,
         lr: float, epochs: int | None = None, steps: int | None = None,
         optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
-        nesterov: bool = False, schedule: str = "constant", seed: int = 0,
+        nesterov: bool = False, schedule: str = "constant", milestones=(0.5, 0.75),
+        gamma: float = 0.1, decay_every: int = 1, seed: int = 0,
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         evaluate: Callable[[nn.Module], dict] | None = None, eval_every: int = 1,
         select: str | None = None, progress: bool = False, desc: str = "train") -> dict:
     """Train `model` in place on `data` (already on the model's device) and return its history.
 
-    Give either `epochs` or `steps` (fixed optimisation steps, for subset comparisons). After
+    Give either `epochs` or `steps` (fixed optimisation steps, for subset comparisons). The
+    learning rate follows `schedule` (see `lr_factor`; `decay_every` is in epochs). After
     every `eval_every` epochs and at the end, `evaluate(model)` (default: train/test accuracy) is
     logged; with `select`, the
     weights with the best value of that metric are restored at the end (early stopping).
@@ -86,7 +93,8 @@ def fit(model: nn.Module, data: Dataset, objective: Objective, *, batch_size: in
             if augment is not None:
                 xb = augment(xb, shuffle)
             for group in opt.param_groups:
-                group["lr"] = lr * lr_factor(schedule, step, total)
+                group["lr"] = lr * lr_factor(schedule, step, total, milestones, gamma,
+                                             decay_every * per_epoch)
             loss = objective(model, xb, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
