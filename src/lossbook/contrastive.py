@@ -25,11 +25,11 @@ the optimiser's parameter groups — see the chapter.)
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lossbook.margins import angular_shift
 
 SCALE = 5.0  # official `CustomConfig.loss_scale` (τ = 0.2) — the Interspeech-2023 setting
 SCALE_FOLLOW_UP = 30.0  # Odyssey-2024 follow-up / VoxCeleb2 slide (τ = 1/30)
@@ -51,9 +51,7 @@ def positive_logit(cosine: torch.Tensor, margin: float | torch.Tensor = 0.0,
     if kind == "am":
         return cosine - m
     if kind == "aam":
-        sine = torch.sqrt((1.0 - cosine * cosine).clamp(0, 1))
-        phi = cosine * torch.cos(m) - sine * torch.sin(m)
-        return torch.where(cosine > torch.cos(math.pi - m), phi, cosine - m * torch.sin(m))
+        return angular_shift(cosine, m)
     raise ValueError(f"unknown margin kind {kind!r}; valid: {', '.join(MARGIN_KINDS)}")
 
 

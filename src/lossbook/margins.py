@@ -59,11 +59,16 @@ def additive_angular_margin(cosine: torch.Tensor, y: torch.Tensor,
     usual monotonic fallback cos θ_y − m·sin m is used there (insightface, `easy_margin=False`).
     """
     m = _per_sample(margin, y, cosine)
-    c = cosine.gather(1, y[:, None]).squeeze(1)
+    target = angular_shift(cosine.gather(1, y[:, None]).squeeze(1), m)
+    return cosine.scatter(1, y[:, None], target[:, None])
+
+
+def angular_shift(c: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Elementwise cos(θ + m) for c = cos θ, with the monotonic fallback c − m·sin m where
+    θ + m would pass π (c ≤ cos(π − m))."""
     sin = torch.sqrt((1.0 - c * c).clamp_min(0.0))
     shifted = c * torch.cos(m) - sin * torch.sin(m)
-    target = torch.where(c > torch.cos(math.pi - m), shifted, c - m * torch.sin(m))
-    return cosine.scatter(1, y[:, None], target[:, None])
+    return torch.where(c > torch.cos(math.pi - m), shifted, c - m * torch.sin(m))
 
 
 class NormedLinear(nn.Module):
