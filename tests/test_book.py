@@ -24,9 +24,13 @@ def tmp_repo(tmp_path, monkeypatch):
 
 
 def fake_record(repo: Path, parameters=None) -> Path:
+    claims = book.claims_record_path("01_compsum")
+    claims.parent.mkdir(exist_ok=True)
+    claims.write_text('{"provenance": {}, "claims": []}\n')
     nb = nbformat.v4.new_notebook()
     nb.metadata["lossbook"] = {"inputs": book.input_hashes("01_compsum"),
-                               "parameters": parameters or {"preset": "book"}}
+                               "parameters": parameters or {"preset": "book"},
+                               "claims_sha256": book.file_hash(claims)}
     path = repo / "book" / "01_compsum.ipynb"
     path.write_text(nbformat.writes(nb))
     return path
@@ -43,7 +47,7 @@ def test_staleness_tracks_source_library_lock_and_parameters(tmp_repo, monkeypat
     (tmp_repo / "requirements" / "lock.txt").write_text("torch==2.14.0\n")
     assert book.staleness("01_compsum") == ["locked dependencies changed"]
     fake_record(tmp_repo)
-    monkeypatch.setattr(book, "library_hash", lambda: "other")
+    monkeypatch.setattr(book, "chapter_library_hash", lambda chapter: "other")
     assert book.staleness("01_compsum") == ["library changed"]
     monkeypatch.undo()
     monkeypatch.setenv("LOSSBOOK_ROOT", str(tmp_repo))

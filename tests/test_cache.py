@@ -52,7 +52,10 @@ def test_key_depends_on_spec_function_and_library(tmp_path, monkeypatch):
     assert runs.path(square, {"x": 1}) != runs.path(test_resume_with_the_same_function,
                                                      {"x": 1})
     before = runs.path(square, {"x": 1})
-    monkeypatch.setattr(cache, "compute_hash", lambda: "changed")
+    monkeypatch.setattr(cache, "compute_hash", lambda module: "changed")
+    assert runs.path(square, {"x": 1}) != before
+    monkeypatch.undo()
+    monkeypatch.setattr(cache, "environment_hash", lambda: "torch 9.9, other lock file")
     assert runs.path(square, {"x": 1}) != before
 
 

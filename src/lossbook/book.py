@@ -3,15 +3,21 @@ write the reproduction-status page, build the HTML book.
 
 A chapter `notebooks/NN_slug.py` executed at the `book` preset becomes `book/NN_slug.ipynb`
 (outputs kept, injected-parameters cell hidden) plus `book/claims/NN_slug.json`. The notebook's
-metadata `lossbook.inputs` records the hashes of its source, of the library and of the lock file;
-a chapter is stale when any of them, or its parameters, differ from now.
+metadata `lossbook.inputs` records the hashes of its source, of the library code it imports
+(its `lossbook` import closure, comments excluded) and of the lock file; a chapter is stale when
+any of them, or its parameters, differ from now, or when its claims file is not the one written
+with the notebook (`lossbook.claims_sha256`: an interrupted write).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import fcntl
 import hashlib
+import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -20,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbook import presets
-from lossbook.cache import library_hash
+from lossbook.cache import code_hash, import_closure, imported_modules
 from lossbook.claims import markdown_table, summarize
 from lossbook.io import read_json, write_atomic
 from lossbook.paths import build_dir, repo_root
@@ -57,8 +63,17 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
 
 
+def chapter_library_hash(chapter: str) -> str:
+    """Hash of the library code the chapter uses: the `lossbook` modules its notebook and its
+    chapter module import, transitively (a comment or an unrelated module does not count)."""
+    source = source_path(chapter)
+    tree = ast.parse(source.read_bytes(), filename=str(source))
+    modules = sorted(m for m in imported_modules(tree, "") if m.startswith("lossbook"))
+    return code_hash(import_closure(presets.CHAPTERS[chapter], *modules))
+
+
 def input_hashes(chapter: str) -> dict[str, str]:
-    return {"source": file_hash(source_path(chapter)), "library": library_hash(),
+    return {"source": file_hash(source_path(chapter)), "library": chapter_library_hash(chapter),
             "lock": file_hash(root() / LOCK_FILE)}
 
 
@@ -81,7 +96,15 @@ def split_parameters(chapter: str, preset: str, params: dict[str, Any]) -> dict[
     defaults = notebook_parameters(chapter)
     module = presets.chapter_module(chapter)
     fields = presets.field_types(module.Config)
-    overrides = dict(params.pop("overrides", None) or {})
+    if "preset" in params:
+        raise presets.ConfigError(f"the preset is chosen with --preset, not as a parameter "
+                                  f"(got preset={params['preset']!r})")
+    overrides = params.pop("overrides", None) or {}
+    if isinstance(overrides, str):
+        overrides = presets.parse_cli_value(overrides)
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise presets.ConfigError(f"overrides must be a dict of config fields, got {overrides!r}")
+    overrides = dict(overrides)
     top: dict[str, Any] = {"preset": preset}
     for name, value in params.items():
         if name in defaults:
@@ -92,11 +115,13 @@ def split_parameters(chapter: str, preset: str, params: dict[str, Any]) -> dict[
             raise presets.ConfigError(
                 f"unknown parameter {name!r} for chapter {chapter}; notebook parameters: "
                 f"{', '.join(defaults)}; config parameters: {', '.join(fields)}")
-    if "seed" in top and (isinstance(top["seed"], bool) or not isinstance(top["seed"], int)):
-        raise presets.ConfigError(f"seed must be an int, got {top['seed']!r}")
-    if "device" in top and not isinstance(top["device"], str):
-        raise presets.ConfigError(f"device must be a string, got {top['device']!r}")
-    presets.resolve(chapter, preset, overrides)  # raises on a bad preset/field/type
+    if "seed" in top:
+        presets.check_seed(top["seed"])
+    presets.resolve(chapter, preset, overrides)  # raises on a bad preset/field/type/value
+    if "device" in top:
+        from lossbook.session import resolve_device
+
+        resolve_device(top["device"])  # before the kernel starts: cuda/mps usable here?
     if overrides:
         top["overrides"] = overrides
     return top
@@ -111,10 +136,20 @@ def output_name(chapter: str, params: dict[str, Any]) -> str:
     return "-".join([chapter, *extras])
 
 
+def is_published(path: Path) -> bool:
+    """Whether `path` lies in the published record (book/)."""
+    return Path(path).resolve().is_relative_to((root() / "book").resolve())
+
+
 def execute(chapter: str, preset: str, params: dict[str, Any] | None = None, *,
             output: Path | None = None, results: Path | None = None,
-            prepare_only: bool = False, progress: bool = True) -> Path:
-    """Execute one chapter with papermill; returns the output notebook's path."""
+            prepare_only: bool = False, progress: bool = True, record: bool = False) -> Path:
+    """Execute one chapter with papermill; returns the output notebook's path.
+
+    Only `record=True` (the `book` preset, default parameters) may write into book/. The claims
+    JSON and the notebook are committed as a pair: each written to a private temporary file,
+    then renamed (claims first) under a lock; the notebook's metadata holds the claims' hash.
+    """
     import jupytext
     import nbformat
     import papermill
@@ -123,47 +158,86 @@ def execute(chapter: str, preset: str, params: dict[str, Any] | None = None, *,
     name = output_name(chapter, parameters)
     output = Path(output or build_dir() / preset / f"{name}.ipynb")
     results = Path(results or output.with_suffix(".claims.json"))
+    if record:
+        if parameters != {"preset": BOOK_PRESET} or prepare_only:
+            raise presets.ConfigError("the published record is the book preset with default "
+                                      f"parameters, executed; got {parameters}"
+                                      + (" with prepare-only" if prepare_only else ""))
+    elif is_published(output) or is_published(results):
+        raise presets.ConfigError(f"{output if is_published(output) else results} is in the "
+                                  "published record (book/): only `lossbook run --record` or "
+                                  "`lossbook build` write there")
     output.parent.mkdir(parents=True, exist_ok=True)
+    results.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(source_path(chapter))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
-    os.environ["LOSSBOOK_RESULTS"] = str(results)
+    token = f"{os.getpid()}.{secrets.token_hex(4)}"  # concurrent runs never share a file
+    tmp = output.with_name(f".running.{output.stem}.{token}.ipynb")
+    tmp_results = results.with_name(f".running.{results.name}.{token}")
+    os.environ["LOSSBOOK_RESULTS"] = str(tmp_results)
+    os.environ["LOSSBOOK_PARENT_PID"] = str(os.getpid())  # the kernel exits when we die
     # prefer this environment's kernel over a user-wide `python3` kernelspec
     venv_kernels = str(Path(sys.prefix) / "share" / "jupyter")
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         [venv_kernels, *filter(None, [os.environ.get("JUPYTER_PATH")])])
     os.environ.setdefault("LOSSBOOK_ROOT", str(root()))
-    tmp = output.with_name(f".running.{output.name}")
     started = time.time()
-    failed = output.with_suffix(".failed.ipynb")
+    failed = failed_path(output, preset)
     try:
         papermill.execute_notebook(nb, str(tmp), parameters=parameters, kernel_name="python3",
                                    prepare_only=prepare_only, progress_bar=progress,
                                    cwd=str(root() / "notebooks"))
+        executed = nbformat.read(tmp, as_version=4)
     except BaseException:
         if tmp.is_file():  # keep the partial notebook, with the traceback, for `lossbook list`
+            failed.parent.mkdir(parents=True, exist_ok=True)
             tmp.replace(failed)
+        tmp_results.unlink(missing_ok=True)
         raise
     finally:
         os.environ.pop("LOSSBOOK_RESULTS", None)
-    failed.unlink(missing_ok=True)
-    executed = nbformat.read(tmp, as_version=4)
+        os.environ.pop("LOSSBOOK_PARENT_PID", None)
+        tmp.unlink(missing_ok=True)
     for cell in executed.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.metadata.setdefault("tags", []).append("remove-cell")
         if cell.cell_type == "code":
             cell.outputs = settle_progress_bars(cell.outputs)
-    provenance = read_json(results)["provenance"] if results.is_file() and not prepare_only \
-        else {}
+    claims = tmp_results.read_bytes() if tmp_results.is_file() and not prepare_only else None
+    tmp_results.unlink(missing_ok=True)
     executed.metadata["lossbook"] = {
         "chapter": chapter, "preset": preset, "parameters": parameters,
         "inputs": input_hashes(chapter), "prepare_only": prepare_only,
         "executed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "duration_s": round(time.time() - started, 1), "provenance": provenance,
+        "duration_s": round(time.time() - started, 1),
+        "provenance": json.loads(claims)["provenance"] if claims else {},
+        "claims_sha256": hashlib.sha256(claims).hexdigest() if claims else None,
     }
-    write_atomic(output, nbformat.writes(executed))
-    tmp.unlink(missing_ok=True)
+    with pair_lock(output):  # two runs of one output: one whole pair wins, never a mix
+        if claims:
+            write_atomic(results, claims)
+        write_atomic(output, nbformat.writes(executed))
+        failed.unlink(missing_ok=True)
     return output
+
+
+def failed_path(output: Path, preset: str) -> Path:
+    """Where a failed run's partial notebook goes: beside the output, or build/<preset>/ for
+    the published record (book/ holds only complete records)."""
+    name = f"{output.stem}.failed.ipynb"
+    return build_dir() / preset / name if is_published(output) else output.with_name(name)
+
+
+@contextlib.contextmanager
+def pair_lock(output: Path):
+    lock = output.with_name(f".{output.name}.lock")
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _is_stderr(output) -> bool:
@@ -203,11 +277,17 @@ def settle_progress_bars(outputs: list) -> list:
 
 
 def recorded_metadata(path: Path) -> dict | None:
+    """The notebook's `lossbook` metadata; None when absent; {"unreadable": why} when the file
+    cannot be read as a notebook (it is then re-executed, never a crash)."""
     import nbformat
 
     if not path.is_file():
         return None
-    return nbformat.read(path, as_version=4).metadata.get("lossbook")
+    try:
+        meta = nbformat.read(path, as_version=4).metadata.get("lossbook")
+    except Exception as err:  # noqa: BLE001 — any unreadable notebook is reported, not fatal
+        return {"unreadable": f"{path}: {type(err).__name__}: {err}"[:200]}
+    return meta if isinstance(meta, dict) else {"unreadable": f"{path}: no lossbook metadata"}
 
 
 def staleness(chapter: str) -> list[str]:
@@ -215,30 +295,40 @@ def staleness(chapter: str) -> list[str]:
     meta = recorded_metadata(record_path(chapter))
     if meta is None:
         return ["never executed"]
+    if "unreadable" in meta:
+        return [f"record unreadable ({meta['unreadable']})"]
     now, then = input_hashes(chapter), meta.get("inputs", {})
     labels = {"source": "chapter source changed", "library": "library changed",
               "lock": "locked dependencies changed"}
     reasons = [labels[k] for k in labels if then.get(k) != now[k]]
     if meta.get("parameters") != {"preset": BOOK_PRESET}:
         reasons.append("executed with other parameters")
+    if meta.get("claims_sha256") != file_hash(claims_record_path(chapter)):
+        reasons.append("claims file does not match the notebook (interrupted write?)")
     return reasons
 
 
-def execute_stale(force: bool = False) -> list[str]:
-    ran = []
+def execute_stale(force: bool = False) -> dict[str, str]:
+    """Execute every stale chapter, going on past failures; returns {chapter: error} of those
+    that failed (their partial notebooks are in build/book/*.failed.ipynb)."""
+    failures = {}
     for chapter in chapters():
         reasons = ["forced"] if force else staleness(chapter)
-        if reasons:
-            print(f"[lossbook] executing {chapter} at preset {BOOK_PRESET}: {'; '.join(reasons)}",
-                  flush=True)
-            path = execute(chapter, BOOK_PRESET, {}, output=record_path(chapter),
-                           results=claims_record_path(chapter))
-            meta = recorded_metadata(path)
-            print(f"[lossbook] {chapter}: {meta['duration_s']} s", flush=True)
-            ran.append(chapter)
-        else:
+        if not reasons:
             print(f"[lossbook] {chapter}: up to date", flush=True)
-    return ran
+            continue
+        print(f"[lossbook] executing {chapter} at preset {BOOK_PRESET}: {'; '.join(reasons)}",
+              flush=True)
+        try:
+            path = execute(chapter, BOOK_PRESET, {}, output=record_path(chapter),
+                           results=claims_record_path(chapter), record=True)
+        except Exception as err:  # noqa: BLE001 — the other chapters still run
+            failures[chapter] = f"{type(err).__name__}: {str(err).strip().splitlines()[-1:]}"
+            print(f"[lossbook] {chapter} FAILED ({failures[chapter]}); partial notebook: "
+                  f"{failed_path(record_path(chapter), BOOK_PRESET)}", flush=True)
+            continue
+        print(f"[lossbook] {chapter}: {recorded_metadata(path)['duration_s']} s", flush=True)
+    return failures
 
 
 def chapter_title(chapter: str) -> str:
@@ -257,7 +347,11 @@ def status_page() -> str:
     rows, details = [], []
     for chapter in chapters():
         claims_file = claims_record_path(chapter)
-        record = read_json(claims_file) if claims_file.is_file() else None
+        try:
+            record = read_json(claims_file) if claims_file.is_file() else None
+            record["provenance"]["preset"], record["claims"]  # noqa: B018 — shape check
+        except Exception:  # noqa: BLE001 — a broken claims file shows as a missing record
+            record = None
         reasons = staleness(chapter)
         state = "current" if not reasons else "stale: " + "; ".join(reasons)
         if record is None:
@@ -298,10 +392,16 @@ def build_html(strict: bool = False) -> Path:
     return root() / "_build" / "html" / "index.html"
 
 
+class BuildError(RuntimeError):
+    """Some chapters failed; the others, the status page and the HTML were still built."""
+
+
 def build(force: bool = False, execute: bool = True, strict: bool = False) -> Path:
-    if execute:
-        execute_stale(force)
+    failures = execute_stale(force) if execute else {}
     write_status_page()
     index = build_html(strict)
     print(f"[lossbook] book built: {index}")
+    if failures:
+        raise BuildError("chapters failed: " + "; ".join(f"{c} ({e})" for c, e in
+                                                         failures.items()))
     return index

@@ -1,22 +1,30 @@
 """On-disk cache of finished runs, and sweeps that run the missing ones in worker processes.
 
 A run is a module-level function `fn(spec) -> dict` of a JSON-able spec. Its result is stored as
-JSON under a key made of the function name, the spec and a hash of the library source, written
-atomically as each run finishes, so an interrupted sweep resumes and nothing is recomputed.
-Editing presentation-only modules (figures, tables, the book builder) keeps finished runs.
+JSON under a key made of the function name, the spec, the code of the library modules the run's
+module imports (transitively; comments do not count), the lock file and the numpy/torch versions,
+written atomically as each run finishes, so an interrupted sweep resumes and nothing is
+recomputed. Editing presentation-only modules (figures, tables, the book builder) keeps finished
+runs. An unreadable entry is removed with a warning and recomputed.
 """
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures as futures
+import contextlib
+import hashlib
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-from lossbook.io import hash_files, read_json, stable_hash, write_json
-from lossbook.paths import PACKAGE_DIR
+from lossbook.io import discard_corrupt, hash_files, read_cached, read_json, stable_hash, write_json
+from lossbook.paths import PACKAGE_DIR, repo_root
 
 # Modules that only present results or drive a notebook (book building, CLI, tables, figures,
 # the chapter session) cannot change what a run `fn(spec)` computes, so editing them does not
@@ -30,12 +38,81 @@ def library_hash() -> str:
     return hash_files(list(PACKAGE_DIR.rglob("*.py")), root=PACKAGE_DIR)
 
 
+def module_path(name: str) -> Path | None:
+    """The source file of the `lossbook` module `name` (None for other packages)."""
+    parts = name.split(".")
+    if parts[0] != "lossbook":
+        return None
+    base = PACKAGE_DIR.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported_modules(tree: ast.AST, package: str) -> set[str]:
+    """Names of the modules an AST imports anywhere (also inside functions), with their parents."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)
+    return {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 2)}
+
+
 @cache
-def compute_hash() -> str:
-    """Hash of the library source that runs can depend on (all but the presentation modules)."""
-    files = [p for p in PACKAGE_DIR.rglob("*.py")
-             if p.name not in PRESENTATION and not p.name.endswith("_figures.py")]
-    return hash_files(files, root=PACKAGE_DIR)
+def import_closure(*modules: str) -> tuple[Path, ...]:
+    """The `lossbook` source files that `modules` import, transitively (found statically)."""
+    todo, seen = [m for m in modules if module_path(m)], {}
+    while todo:
+        name = todo.pop()
+        path = module_path(name)
+        if path is None or path in seen.values():
+            continue
+        seen[name] = path
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        todo += [m for m in imported_modules(tree, package) if m not in seen]
+    return tuple(sorted(seen.values()))
+
+
+def code_hash(paths) -> str:
+    """Hash of the code of `paths`: their syntax trees, so comments and layout do not count."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        tree = ast.dump(ast.parse(Path(path).read_bytes(), filename=str(path)))
+        digest.update(str(Path(path).relative_to(PACKAGE_DIR)).encode() + b"\0"
+                      + tree.encode() + b"\0")
+    return digest.hexdigest()
+
+
+@cache
+def compute_hash(module: str = "lossbook") -> str:
+    """Hash of the library code a run defined in `module` can depend on: its import closure
+    without the presentation modules (the whole library for a module outside `lossbook`)."""
+    if module_path(module) is None or module == "lossbook":
+        files = list(PACKAGE_DIR.rglob("*.py"))
+    else:
+        files = import_closure(module)
+    return code_hash([p for p in files
+                      if p.name not in PRESENTATION and not p.name.endswith("_figures.py")])
+
+
+@cache
+def environment_hash() -> str:
+    """The locked dependencies and the numerical libraries' versions: a change re-runs."""
+    import numpy
+    import torch
+
+    lock = repo_root() / "requirements" / "lock.txt"
+    return stable_hash({"lock": lock.read_text() if lock.is_file() else "",
+                        "numpy": numpy.__version__, "torch": torch.__version__})
 
 
 class RunCache:
@@ -44,22 +121,43 @@ class RunCache:
 
     def path(self, fn: Callable, spec: dict) -> Path:
         key = stable_hash({"fn": f"{fn.__module__}.{fn.__qualname__}", "spec": spec,
-                           "library": compute_hash()})
+                           "library": compute_hash(fn.__module__),
+                           "environment": environment_hash()})
         return self.folder / f"{fn.__name__}-{key[:24]}.json"
 
     def get(self, fn: Callable, spec: dict) -> dict | None:
+        """The cached result, or None; an unreadable entry is removed (with a warning)."""
         path = self.path(fn, spec)
-        if not path.is_file():
+        stored = read_cached(path, read_json)
+        if stored is None:
             return None
-        return read_json(path)["result"]
+        if not isinstance(stored, dict) or not isinstance(stored.get("result"), dict) \
+                or stable_hash(stored.get("spec")) != stable_hash(spec):
+            discard_corrupt(path, ValueError("not a {spec, result} record of this run"))
+            return None
+        return stored["result"]
 
     def put(self, fn: Callable, spec: dict, result: dict) -> None:
         write_json(self.path(fn, spec), {"spec": spec, "result": result})
 
 
-def init_worker() -> None:
+def exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Exit this process as soon as `parent` is no longer its parent (it was killed, even with
+    SIGKILL, and this process was re-parented): no orphaned workers or kernels."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def init_worker(parent: int | None = None) -> None:
     """One intra-op thread per worker process: two busy threads on two cores thrash."""
     import torch
+
+    if parent is not None:
+        exit_with_parent(parent)
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
@@ -88,7 +186,8 @@ def sweep(fn: Callable[[dict], dict], specs: list[dict], *, cache: RunCache | No
     else:
         context = multiprocessing.get_context("spawn")
         with futures.ProcessPoolExecutor(min(workers, len(todo)), mp_context=context,
-                                         initializer=init_worker) as pool:
+                                         initializer=init_worker,
+                                         initargs=(os.getpid(),)) as pool, terminate_on(pool):
             jobs = {pool.submit(fn, specs[i]): i for i in todo}
             for job in futures.as_completed(jobs):
                 finish(jobs[job], job.result())
@@ -96,7 +195,34 @@ def sweep(fn: Callable[[dict], dict], specs: list[dict], *, cache: RunCache | No
     return results  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def terminate_on(pool: futures.ProcessPoolExecutor, signals=(signal.SIGTERM,)):
+    """While the pool runs, SIGTERM stops its workers and raises SystemExit (as Ctrl-C would)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, stop) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def default_workers(device: str) -> int:
     if device != "cpu":
         return 1
-    return int(os.environ.get("LOSSBOOK_WORKERS", min(2, os.cpu_count() or 1)))
+    text = os.environ.get("LOSSBOOK_WORKERS", "").strip()
+    if not text:
+        return min(2, os.cpu_count() or 1)
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        from lossbook.presets import ConfigError
+
+        raise ConfigError(f"LOSSBOOK_WORKERS must be a whole number from 1 to 256, got {text!r}")
+    return int(text)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from lossbook import book, presets
 
@@ -12,10 +14,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'chapter':28} {'presets':18} {'book record':34} {'duration':>9}")
     for chapter in book.chapters():
         module = presets.chapter_module(chapter)
-        meta = book.recorded_metadata(book.record_path(chapter))
+        meta = book.recorded_metadata(book.record_path(chapter)) or {}
         reasons = book.staleness(chapter)
         state = "current" if not reasons else "stale (" + "; ".join(reasons) + ")"
-        duration = f"{meta['duration_s']:.0f} s" if meta else "–"
+        duration = f"{meta['duration_s']:.0f} s" if "duration_s" in meta else "–"
         print(f"{chapter:28} {','.join(module.PRESETS):18} {state:34} {duration:>9}")
         for preset in module.PRESETS:
             for path in sorted((book.build_dir() / preset).glob(f"{chapter}*.ipynb")):
@@ -23,6 +25,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                     print(f"  {preset:6} {path.name:40} FAILED (the notebook holds the error)")
                     continue
                 meta = book.recorded_metadata(path) or {}
+                if "unreadable" in meta:
+                    print(f"  {preset:6} {path.name:40} UNREADABLE ({meta['unreadable']})")
+                    continue
                 print(f"  {preset:6} {path.name:40} {meta.get('executed_at', '?'):26} "
                       f"{meta.get('duration_s', 0):.0f} s")
     if args.verbose:
@@ -44,11 +49,15 @@ def parse_params(pairs: list[str]) -> dict:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.record and args.preset != book.BOOK_PRESET:
         raise presets.ConfigError("--record writes the published record: use --preset book")
+    if args.record and (args.param or args.output or args.prepare_only):
+        raise presets.ConfigError("--record writes the published record, the book preset with "
+                                  "default parameters, executed: it takes no -p, -o or "
+                                  "--prepare-only")
     params = parse_params(args.param)
     if args.record:
         path = book.execute(args.chapter, args.preset, params,
                             output=book.record_path(args.chapter),
-                            results=book.claims_record_path(args.chapter))
+                            results=book.claims_record_path(args.chapter), record=True)
     else:
         path = book.execute(args.chapter, args.preset, params,
                             output=args.output, prepare_only=args.prepare_only)
@@ -57,13 +66,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    book.build(force=args.force, execute=not args.no_execute, strict=args.strict)
+    try:
+        book.build(force=args.force, execute=not args.no_execute, strict=args.strict)
+    except book.BuildError as err:
+        print(f"lossbook: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     print(book.write_status_page())
     return 0
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,11 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="rewrite book/status.md from the committed records")
     p.set_defaults(fn=cmd_status)
     args = parser.parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:  # clean up (kernel, workers) as Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         return args.fn(args)
     except presets.ConfigError as err:
         print(f"lossbook: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

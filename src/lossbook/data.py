@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-from lossbook.io import stable_hash, write_atomic
+from lossbook.io import read_cached, stable_hash, write_atomic
 from lossbook.paths import cache_dir
 
 
@@ -70,7 +70,8 @@ def mnist1d(num_samples: int = 5000, seed: int = 42, num_classes: int = 10,
     custom = num_classes != 10 or template_seed is not None
     key = stable_hash({"args": args, "classes": num_classes, "templates": template_seed})[:16]
     path = cache_dir() / "data" / f"mnist1d-{key}.npz"
-    if not path.is_file():
+    arrays = read_cached(path, _read_mnist1d)  # a corrupt file is removed and regenerated
+    if arrays is None:
         from mnist1d.utils import ObjectView
 
         templates = random_templates(num_classes, template_seed or 0) if custom else None
@@ -78,8 +79,17 @@ def mnist1d(num_samples: int = 5000, seed: int = 42, num_classes: int = 10,
         buffer = io.BytesIO()  # parallel workers may generate the same file: write atomically
         np.savez(buffer, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
         write_atomic(path, buffer.getvalue())
+        arrays = _read_mnist1d(path)
+    return _from_numpy(*arrays, num_classes)
+
+
+def _read_mnist1d(path):
     with np.load(path, allow_pickle=False) as f:
-        return _from_numpy(f["x"], f["y"], f["x_test"], f["y_test"], num_classes)
+        arrays = [np.asarray(f[k]) for k in ("x", "y", "x_test", "y_test")]
+    x, y, x_test, y_test = arrays
+    if x.ndim != 2 or x_test.ndim != 2 or y.shape != (len(x),) or y_test.shape != (len(x_test),):
+        raise ValueError(f"array shapes {[a.shape for a in arrays]} are not those of MNIST-1D")
+    return arrays
 
 
 def digits(test_fraction: float = 0.25, seed: int = 0) -> Dataset:

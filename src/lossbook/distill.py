@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossbook import losses
-from lossbook.io import stable_hash, write_atomic
+from lossbook.io import read_cached, stable_hash, write_atomic
 from lossbook.paths import cache_dir
 
 AUX_HEADS = ("none", "linear", "nonlinear")
@@ -249,9 +249,10 @@ def fit_step_decay(model: nn.Module, data, objective: Callable, *, steps: int,
 
 def cached_state_path(kind: str, spec: dict):
     """Where a trained model's state dict for `spec` lives (keyed by spec and library hash)."""
-    from lossbook.cache import library_hash
+    from lossbook.cache import environment_hash, library_hash
 
-    key = stable_hash({"kind": kind, "spec": spec, "library": library_hash()})[:24]
+    key = stable_hash({"kind": kind, "spec": spec, "library": library_hash(),
+                       "environment": environment_hash()})[:24]
     return cache_dir() / "models" / f"{kind}-{key}.pt"
 
 
@@ -264,10 +265,15 @@ def load_or_train(kind: str, spec: dict, build: Callable[[], nn.Module],
     """
     path = cached_state_path(kind, spec)
     model = build()
-    if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+    def load(p):
+        saved = torch.load(p, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["state"])
-        return model, saved["metrics"]
+        return saved["metrics"]
+
+    metrics = read_cached(path, load)  # a corrupt file is removed (warning) and retrained
+    if metrics is not None:
+        return model, metrics
+    model = build()
     metrics = train_fn(model)
     buffer = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -57,3 +57,36 @@ def hash_files(paths: list[Path], root: Path | None = None) -> str:
         name = str(path.relative_to(root)) if root else path.name
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+class CorruptCache(Warning):
+    """A cache file could not be read; it was removed and its content is being recomputed."""
+
+
+def discard_corrupt(path: Path, error: BaseException) -> None:
+    """Warn that the cache entry `path` is unreadable and remove it (a file or a directory)."""
+    import shutil
+    import warnings
+
+    path = Path(path)
+    warnings.warn(f"corrupt cache entry {path} ({type(error).__name__}: {error}); "
+                  "removed, recomputing it", CorruptCache, stacklevel=3)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def read_cached(path: Path, load) -> Any:
+    """`load(path)`, or None when `path` is absent or unreadable (then it is removed with a
+    warning, so the caller recomputes and rewrites it: caches repair themselves)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        if not path.is_file():
+            raise IsADirectoryError("not a regular file")
+        return load(path)
+    except Exception as err:  # noqa: BLE001 — any unreadable entry is recomputed
+        discard_corrupt(path, err)
+        return None

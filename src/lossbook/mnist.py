@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lossbook.io import write_atomic
-from lossbook.vision import download, verify
+from lossbook.io import read_cached, write_atomic
+from lossbook.vision import download, load_tensor_dict, verify
 
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 FILES = {
@@ -83,8 +83,10 @@ def load_mnist(root: Path, *, download_missing: bool = False,
     """
     root = Path(root)
     cache = root / "mnist.pt"
-    if cache.is_file():
-        return torch.load(cache, map_location="cpu", weights_only=True)
+    cached = read_cached(cache, lambda p: load_tensor_dict(p, ("x_train", "y_train", "x_test",
+                                                              "y_test")))
+    if cached is not None:
+        return cached
     files = files or FILES
     arrays, missing = {}, []
     for role, (name, md5) in files.items():

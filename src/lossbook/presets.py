@@ -2,8 +2,13 @@
 
 Each chapter module in `lossbook.chapters` defines a frozen dataclass `Config` and a dict
 `PRESETS = {"smoke": Config(...), "book": Config(...), "full": Config(...)}`. A notebook asks
-for `resolve(chapter, preset, overrides)`; an unknown chapter, preset or field, or a value of the
-wrong type, raises `ConfigError` naming the valid choices.
+for `resolve(chapter, preset, overrides)`; an unknown chapter, preset or field, a value of the
+wrong type or out of range raises `ConfigError` naming the valid choices.
+
+Values: every number must be finite and ≥ 0; counts of seeds, epochs, steps, batch sizes and
+learning rates (by field name, see `POSITIVE`) > 0; a chapter adds its own rules in a dict
+`CONSTRAINTS = {field: rule}` next to its `Config` (rules: `one_of`, `at_least`, `between`,
+`nonempty`, or any `f(value) -> error message | None`; a rule applies to each item of a tuple).
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import math
+import re
 import typing
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +32,10 @@ CHAPTERS: dict[str, str] = {
     "06_ldam_drw": "lossbook.chapters.ldam_drw",
 }
 PRESET_NAMES = ("smoke", "book", "full")
+SEED_LIMIT = 2**32  # seeds feed numpy (< 2**32) and derived torch seeds (1000·seed + k < 2**64)
+# fields that must be > 0 in every chapter (a count of zero runs nothing and fails late)
+POSITIVE = re.compile(r"^(\w+_)?(seeds|epochs|steps|batch_size|batch|lr|eval_every|probes|"
+                      r"restarts|inits|samples|tasks|trials)$")
 
 
 class ConfigError(ValueError):
@@ -58,7 +70,73 @@ def resolve(chapter: str, preset: str, overrides: dict[str, Any] | None = None):
             f"valid parameters: {', '.join(types)}"
         )
     checked = {name: check_type(name, value, types[name]) for name, value in overrides.items()}
-    return dataclasses.replace(module.PRESETS[preset], **checked)
+    cfg = dataclasses.replace(module.PRESETS[preset], **checked)
+    for name in types:
+        check_value(chapter, name, getattr(cfg, name), getattr(module, "CONSTRAINTS", {}))
+    return cfg
+
+
+Rule = Callable[[Any], "str | None"]
+
+
+def one_of(*choices: str) -> Rule:
+    return lambda v: None if v in choices else f"must be one of {', '.join(map(str, choices))}"
+
+
+def at_least(low: float) -> Rule:
+    return lambda v: None if v >= low else f"must be ≥ {low}"
+
+
+def between(low: float, high: float) -> Rule:
+    return lambda v: None if low <= v <= high else f"must be in [{low}, {high}]"
+
+
+def nonempty(value) -> str | None:
+    return None if len(value) else "must not be empty"
+
+
+def any_value(value) -> None:
+    return None
+
+
+def positive(value) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def default_rule(name: str, value: Any) -> Rule:
+    if POSITIVE.match(name) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return positive
+    return at_least(0) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else any_value
+
+
+def check_value(chapter: str, name: str, value: Any, rules: dict[str, Any]) -> None:
+    """Raise ConfigError unless `value` of field `name` is finite and obeys its rule(s)."""
+    items = value if isinstance(value, tuple) else (value,)
+    if name in rules:
+        rule = rules[name]
+        whole = [r for r in (rule if isinstance(rule, tuple) else (rule,)) if r is nonempty]
+        per_item = [r for r in (rule if isinstance(rule, tuple) else (rule,)) if r is not nonempty]
+        if whole and isinstance(value, tuple) and nonempty(value):
+            raise ConfigError(f"parameter {name} of {chapter} must not be empty")
+    else:
+        per_item = None
+    for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"parameter {name} of {chapter} must be a finite number, got {item}")
+        for rule in per_item if per_item is not None else [default_rule(name, item)]:
+            problem = rule(item)
+            if problem:
+                shown = value if item is value else f"{item!r} in {value!r}"
+                raise ConfigError(f"parameter {name} of {chapter} {problem}, got {shown}")
+
+
+def check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"seed must be in 0 … 2**32 − 1, got {seed}")
+    return seed
 
 
 def check_type(name: str, value: Any, expected: Any) -> Any:

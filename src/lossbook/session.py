@@ -7,13 +7,14 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lossbook import presets
-from lossbook.cache import RunCache, default_workers, sweep
+from lossbook.cache import RunCache, default_workers, exit_with_parent, sweep
 from lossbook.claims import Claim, claims_markdown
 from lossbook.io import write_json
 from lossbook.paths import build_dir, cache_dir, repo_root
@@ -22,15 +23,26 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(device: str) -> str:
+    """The torch device for `device` (auto: cuda when available, else cpu), or ConfigError when
+    it is unknown or not usable on this machine."""
     import torch
 
-    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
+    kind, _, index = device.partition(":") if isinstance(device, str) else ("", "", "")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
         raise presets.ConfigError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)}"
                                   " (or cuda:N)")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise presets.ConfigError(f"device {device!r} requested but CUDA is not available")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise presets.ConfigError(f"device {device!r} requested but CUDA is not available; "
+                                      "use device=cpu or auto")
+        if index and int(index) >= torch.cuda.device_count():
+            raise presets.ConfigError(f"device {device!r}: only {torch.cuda.device_count()} "
+                                      "CUDA device(s)")
+    if kind == "mps" and not (sys.platform == "darwin" and torch.backends.mps.is_available()):
+        raise presets.ConfigError(f"device {device!r} requested but MPS (Apple GPUs, macOS) is "
+                                  "not available; use device=cpu or auto")
     return device
 
 
@@ -151,13 +163,29 @@ def start(chapter: str, preset: str = "book", seed: int = 0, device: str = "auto
     if overrides is not None and not isinstance(overrides, dict):
         raise presets.ConfigError(f"overrides must be a dict, got {type(overrides).__name__}")
     cfg = presets.resolve(chapter, preset, overrides)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise presets.ConfigError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    check_no_loose_fields(chapter, sys._getframe(1).f_globals, cfg)
+    presets.check_seed(seed)
     resolved = resolve_device(device)
+    workers = default_workers(resolved)
+    parent = os.environ.get("LOSSBOOK_PARENT_PID", "")
+    if parent.isdigit() and int(parent) == os.getppid():  # a kernel started by `lossbook run`
+        exit_with_parent(int(parent))
     if resolved == "cpu":
         torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     seed_everything(seed)
     use_book_style()
-    return Chapter(chapter, preset, seed, resolved, cfg, dict(overrides or {}),
-                   default_workers(resolved))
+    return Chapter(chapter, preset, seed, resolved, cfg, dict(overrides or {}), workers)
+
+
+def check_no_loose_fields(chapter: str, namespace: dict, cfg) -> None:
+    """A config field given as a notebook parameter (`papermill -p epochs 3`) would be ignored:
+    papermill injects it as a plain variable. Refuse it; config fields go in `overrides`."""
+    literal = (bool, int, float, str, list, dict, tuple, type(None))
+    loose = sorted(name for name in presets.field_types(type(cfg))
+                   if name in namespace and isinstance(namespace[name], literal))
+    if loose:
+        raise presets.ConfigError(
+            f"{', '.join(loose)}: config field(s) of {chapter} given as notebook parameters "
+            f"would be ignored; pass them in overrides (papermill: -y 'overrides: "
+            f"{{{loose[0]}: ...}}'; lossbook run: -p {loose[0]}=...)")

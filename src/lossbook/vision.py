@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lossbook.io import write_atomic
+from lossbook.io import read_cached, write_atomic
 
 CHUNK = 1 << 20  # 1 MiB
 
@@ -232,6 +232,19 @@ def parse_svhn_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 # loading with a cache
 
 
+def load_tensor_dict(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """A `torch.save`d dict of tensors with exactly `keys`, read with `weights_only=True`
+    (anything else raises ValueError naming the file)."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch's message advises weights_only=False: never do that here
+        raise ValueError(f"{path}: not a readable tensor cache ({type(err).__name__})") from None
+    if not isinstance(raw, dict) or set(raw) != set(keys) \
+            or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise ValueError(f"{path}: expected a dict of tensors {sorted(keys)}")
+    return raw
+
+
 def _raw_files(name: str, root: Path, download_missing: bool) -> dict[str, Path]:
     spec, paths, missing = DATASETS[name], {}, []
     for role, remote in spec.files.items():
@@ -273,9 +286,9 @@ def load_vision(
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     root = Path(root)
     cache = root / f"{name}.pt"
-    if cache.is_file():
-        raw = torch.load(cache, map_location="cpu", weights_only=True)
-    else:
+    raw = read_cached(cache, lambda p: load_tensor_dict(p, ("x_train", "y_train", "x_test",
+                                                           "y_test")))
+    if raw is None:  # absent, or corrupt and removed (with a warning)
         raw = _parse(name, root, download)
         buf = io.BytesIO()
         torch.save(raw, buf)

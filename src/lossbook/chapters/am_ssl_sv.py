@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from lossbook import contrastive, data, speaker, train, verification
+from lossbook.presets import at_least, nonempty, one_of, positive
 
 LOSSES = ("nt-xent", "snt-xent", "snt-xent-am", "snt-xent-aam")
 
@@ -80,6 +81,17 @@ class Config:
     rir_files: int = 3000
     augment: bool = True
     max_train_utterances: int = 0  # 0: all
+
+
+CONSTRAINTS = {  # checked by lossbook.presets.resolve (with finite, ≥ 0 numbers everywhere)
+    "task": one_of("toy", "voxceleb"), "encoder": one_of("cnn1d", "resnet34"),
+    "scales": (nonempty, positive), "optimizer": one_of("sgd", "adam", "adamw"),
+    "schedule": one_of("constant", "cosine", "multistep", "step"),
+    "train_ids": at_least(2), "test_ids": at_least(2), "utterances": at_least(2),
+    "channels": positive, "embedding_dim": positive, "lr_decay": positive,
+    "lr_decay_epochs": positive, "frame_length": positive, "eval_frames": positive,
+    "base_dim": positive, "encoder_dim": positive, "nontarget_trials": positive,
+}
 
 
 PRESETS = {

@@ -14,6 +14,7 @@ from functools import lru_cache
 import torch
 
 from lossbook import attacks, data, losses, models, train
+from lossbook.presets import at_least, between, nonempty, one_of, positive
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,17 @@ class Config:
     adv_clamp: tuple[float, ...] = ()
     data_dir: str = ""
     download: bool = False
+
+
+TASKS = ("mnist1d", "mnist1d_noisy", "gmm100", "cifar10", "cifar100", "svhn")
+CONSTRAINTS = {  # checked by lossbook.presets.resolve (with finite, ≥ 0 numbers everywhere)
+    "tasks": (nonempty, one_of(*TASKS)), "adv_task": one_of(*TASKS), "taus": nonempty,
+    "model": one_of("mlp", "cnn1d", "resnet18"), "optimizer": one_of("sgd", "adam", "adamw"),
+    "schedule": one_of("constant", "cosine", "multistep", "step"), "noise_rate": between(0, 1),
+    "tab_classes": at_least(2), "gmm_classes": at_least(2), "gmm_dim": positive,
+    "gmm_train_per_class": positive, "hidden": positive, "width": positive,
+    "tab_inputs": positive, "adv_val_size": positive,
+}
 
 
 PRESETS = {

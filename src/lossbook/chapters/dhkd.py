@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lossbook import data, distill, kd_nets, models
+from lossbook.presets import at_least, between, nonempty, one_of, positive
 
 # name → (distillation loss, auxiliary head, gradient alignment, loss weights γ/α as config keys)
 METHODS = {
@@ -99,6 +100,16 @@ class Config:
 
 
 CIFAR_STEPS = 240 * (50000 // 64)  # 240 epochs of batch 64 = 187,440 steps
+
+CONSTRAINTS = {  # checked by lossbook.presets.resolve (with finite, ≥ 0 numbers everywhere)
+    "settings": (nonempty, one_of(*SETTINGS)), "methods": (nonempty, one_of(*METHODS)),
+    "other_methods": one_of(*METHODS), "pairs": (nonempty, lambda p: None if p.count(":") == 1
+                                                 else 'must be written "teacher:student"'),
+    "many_classes": at_least(2), "terminal_per_class": positive, "teacher_width": positive,
+    "student_width": positive, "student_hidden": positive, "milestones": between(0, 1),
+    "lr_decay": positive, "evals": positive, "probe_size": positive,
+}
+
 
 PRESETS = {
     "smoke": Config(seeds=1, methods=("ce", "kd", "ce_bkl_1h", "dhkd", "dhkd_ga"),

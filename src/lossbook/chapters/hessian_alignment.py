@@ -29,6 +29,7 @@ from torch import nn
 
 from lossbook import domains
 from lossbook import invariance as inv
+from lossbook.presets import between, nonempty, one_of, positive
 
 OFFICIAL_WEIGHT = 91257.18613115903  # cmnist_HGP.py / cmnist_Hutchinson.py --penalty_weight
 OFFICIAL_LR = 0.0004898536566546834  # --lr
@@ -86,6 +87,17 @@ class Config:
     # data for the full preset
     data_dir: str = ""
     download: bool = False
+
+
+CONSTRAINTS = {  # checked by lossbook.presets.resolve (with finite, ≥ 0 numbers everywhere)
+    "task": one_of("cmnist1d", "cmnist"), "mnist1d_setting": one_of(*MNIST1D_SETTINGS),
+    "methods": (nonempty, one_of(*inv.METHODS)), "diversity_methods": one_of(*inv.METHODS),
+    "domain_names": one_of(*domains.MNIST1D_DOMAINS), "train_e": (nonempty, between(0, 1)),
+    "test_e": between(0, 1), "label_flip": between(0, 1), "holdout_fraction": between(0, 0.9),
+    "oracle_fraction": between(0, 0.9), "label_shift_p": between(0, 1),
+    "identity_dims": positive, "identity_classes": positive, "hutch_probes": positive,
+    "hidden": positive, "diversity_channels": positive, "domain_samples": positive,
+}
 
 
 PRESETS = {

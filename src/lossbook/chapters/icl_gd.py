@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from lossbook import icl
+from lossbook.presets import at_least, between, nonempty, positive
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,13 @@ class Config:
     deep_seeds: int = 1
     deep_steps: int = 5000          # official: 5000 if recurrent, 50000 otherwise
     deep_batch_size: int = 2048
+
+
+CONSTRAINTS = {  # checked by lossbook.presets.resolve (with finite, ≥ 0 numbers everywhere)
+    "dim": positive, "context": positive, "input_range": positive, "weight_scale": positive,
+    "key_size": positive, "betas": between(0, 0.999999), "adam_eps": positive,
+    "ood_scales": (nonempty, positive), "deep_layers": at_least(2),
+}
 
 
 PRESETS = {

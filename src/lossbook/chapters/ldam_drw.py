@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbook import data, margins, models, train
+from lossbook.presets import at_least, between, nonempty, one_of, positive
 
 # method → (loss, re-balancing rule); the names of Cao et al. (ERM = CE)
 METHODS = {
@@ -83,6 +84,14 @@ class Config:
     eval_every: int = 10
     data_dir: str = ""
     download: bool = False
+
+
+CONSTRAINTS = {  # checked by lossbook.presets.resolve (with finite, ≥ 0 numbers everywhere)
+    "tasks": (nonempty, one_of("mnist1d", *VISION_TASKS)), "ratios": (nonempty, at_least(1)),
+    "profile": one_of("exp", "step"), "methods": (nonempty, one_of(*METHODS)),
+    "model": one_of("cnn1d", "resnet32"), "beta": between(0, 0.99999999), "scale": positive,
+    "channels": positive, "lr_decay": positive, "max_margin": positive,
+}
 
 
 PRESETS = {
