@@ -110,14 +110,34 @@ class LogMelFrontend(nn.Module):
 
 # --- reading VoxCeleb ---------------------------------------------------------------------------
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """(int16 samples, sample rate) of a mono 16-bit PCM WAV file."""
+def read_wav(path: str | Path, rate: int | None = SAMPLE_RATE) -> tuple[np.ndarray, int]:
+    """(int16 samples, sample rate) of a mono 16-bit PCM WAV file at `rate` Hz (None: any).
+
+    A truncated or unreadable file, or another format or rate, raises ValueError naming it.
+    """
+    import warnings
+
     from scipy.io import wavfile
 
-    rate, samples = wavfile.read(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", wavfile.WavFileWarning)  # e.g. a truncated data chunk
+            file_rate, samples = wavfile.read(path)
+    except (OSError, ValueError, EOFError, wavfile.WavFileWarning) as err:
+        raise ValueError(f"{path}: not a readable WAV file ({err})") from None
     if samples.dtype != np.int16 or samples.ndim != 1:
         raise ValueError(f"{path}: expected mono 16-bit PCM, got {samples.dtype} {samples.shape}")
-    return samples, int(rate)
+    if rate is not None and int(file_rate) != rate:
+        raise ValueError(f"{path}: sample rate {file_rate} Hz, expected {rate} Hz")
+    return samples, int(file_rate)
+
+
+def inside_root(relative: str, where: str) -> str:
+    """`relative` if it is a path inside the data root (no absolute path, no `..`)."""
+    parts = Path(relative).parts
+    if not relative or Path(relative).is_absolute() or ".." in parts or "\\" in relative:
+        raise ValueError(f"{where}: path {relative!r} escapes the data root (absolute or ..)")
+    return relative
 
 
 def to_float(samples) -> torch.Tensor:
@@ -128,10 +148,15 @@ def to_float(samples) -> torch.Tensor:
 def read_trials(path: str | Path) -> list[tuple[int, str, str]]:
     """VoxCeleb trial list: lines "label utt_a utt_b" (label 1 = same speaker)."""
     trials = []
-    for line in Path(path).read_text().splitlines():
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         if line.strip():
-            label, a, b = line.split()
-            trials.append((int(label), a, b))
+            fields = line.split()
+            if len(fields) != 3 or fields[0] not in ("0", "1"):
+                raise ValueError(f"{path}:{number}: expected \"label utt_a utt_b\" with label "
+                                 f"0 or 1, got {line.strip()[:80]!r}")
+            where = f"{path}:{number}"
+            trials.append((int(fields[0]), inside_root(fields[1], where),
+                           inside_root(fields[2], where)))
     return trials
 
 
@@ -140,8 +165,15 @@ def train_list(root: str | Path, trials: str = "voxceleb1_test_O",
     """(speaker, path relative to root) of the training utterances, sorted."""
     root = Path(root)
     if (root / list_name).is_file():
-        return [tuple(line.split()) for line in (root / list_name).read_text().splitlines()
-                if line.strip()]
+        path, entries = root / list_name, []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                fields = line.split()
+                if len(fields) != 2:
+                    raise ValueError(f"{path}:{number}: expected \"speaker path\", got "
+                                     f"{line.strip()[:80]!r}")
+                entries.append((fields[0], inside_root(fields[1], f"{path}:{number}")))
+        return entries
     test_speakers = {u.split("/")[0] for _, a, b in read_trials(root / trials) for u in (a, b)}
     files = sorted((root / "voxceleb1").glob("*/*/*.wav"))
     if not files:

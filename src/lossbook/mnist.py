@@ -56,8 +56,11 @@ def parse_idx(raw: bytes) -> np.ndarray:
 def read_idx(path: Path) -> np.ndarray:
     """`parse_idx` of a file, gunzipped when its name ends in .gz."""
     path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    return parse_idx(raw)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        return parse_idx(raw)
+    except (OSError, EOFError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def write_idx(array: np.ndarray, path: Path) -> Path:
@@ -108,8 +111,14 @@ def load_mnist(root: Path, *, download_missing: bool = False,
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(f"MNIST {split}: images {images.shape} and labels {labels.shape} "
                              "do not match")
-        if labels.size and labels.max() > 9:
-            raise ValueError(f"MNIST {split}: label {labels.max()} out of range 0..9")
+        where = f"MNIST {split} ({files[f'{split}_images'][0]}, {files[f'{split}_labels'][0]} "\
+                f"in {root})"
+        if images.dtype != np.uint8:
+            raise ValueError(f"{where}: images must be uint8 pixels, got {images.dtype}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{where}: labels must be integers, got {labels.dtype}")
+        if labels.size and (labels.min() < 0 or labels.max() > 9):
+            raise ValueError(f"{where}: labels {labels.min()}..{labels.max()} out of range 0..9")
         out[f"x_{split}"] = torch.from_numpy(np.array(images, dtype=np.uint8))
         out[f"y_{split}"] = torch.from_numpy(labels.astype(np.int64))
     buffer = io.BytesIO()

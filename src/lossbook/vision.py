@@ -14,6 +14,7 @@ import os
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,11 +181,15 @@ def parse_cifar_binary(
 
     # one streaming pass over the archive, keeping only the members we want
     wanted, found = spec.members[split], {}
-    with tarfile.open(archive_path, "r:*") as tar:
-        for member in tar:
-            name = member.name.removeprefix("./")
-            if name in wanted and member.isfile():
-                found[name] = tar.extractfile(member).read()
+    try:
+        with tarfile.open(archive_path, "r:*") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if name in wanted and member.isfile():
+                    found[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise ValueError(f"{archive_path}: unreadable archive ({type(err).__name__}: {err})") \
+            from None
     chunks = []
     for name in wanted:
         if name not in found:
@@ -214,12 +219,18 @@ def parse_svhn_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Images uint8 [N,3,32,32] and labels int64 [N] (digit 0 stored as 10 -> 0)."""
     from scipy.io import loadmat
 
-    mat = loadmat(path)
-    x, y = mat["X"], mat["y"]
+    try:
+        mat = loadmat(path)
+        x, y = np.asarray(mat["X"]), np.asarray(mat["y"])
+    except Exception as err:  # noqa: BLE001 — scipy raises many kinds; name the file
+        raise ValueError(f"{path}: not an SVHN .mat file with X and y "
+                         f"({type(err).__name__}: {err})") from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
         raise ValueError(f"{path}: X must be uint8 (32,32,3,N), got {x.dtype} {x.shape}")
     if y.size != x.shape[3]:
         raise ValueError(f"{path}: {y.size} labels for {x.shape[3]} images")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be integers, got {y.dtype}")
     labels = y.reshape(-1).astype(np.int64)
     if labels.size and (labels.min() < 1 or labels.max() > 10):
         raise ValueError(f"{path}: labels must be in 1..10, got {labels.min()}..{labels.max()}")
