@@ -12,7 +12,7 @@ SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 QUIET_PIP := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: book test chapter bench lint install clean
+.PHONY: book test chapter bench chaos lint install clean
 
 # Create the virtualenv if absent and install the locked environment (torch: the CPU wheel).
 $(STAMP): pyproject.toml $(LOCK)
@@ -46,6 +46,11 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# Fault trials (corrupt caches, kill -9, concurrent runs, forged records, bad values, bad files):
+# one table of trial, expected, observed, verdict. They also run in `make test`.
+chaos: $(STAMP)
+	$(PY) -m pytest tests/test_chaos.py -q -m chaos --chaos-table
 
 clean:
 	rm -rf _build build

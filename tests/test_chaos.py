@@ -152,6 +152,16 @@ def at_least(found: set[int], n: int) -> set[int] | None:
     return found if len(found) >= n else None
 
 
+def kill_ours(pids) -> None:
+    """SIGKILL those of `pids` that are still this environment's Python processes."""
+    for pid in pids:
+        try:
+            if alive(pid) and sys.prefix.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -175,22 +185,19 @@ def test_killed_sweep_leaves_no_workers(tmp_path, sig, observe):
     script.write_text(SWEEP_SCRIPT)
     parent = subprocess.Popen([PYTHON, str(script)], stdout=subprocess.PIPE, text=True,
                               start_new_session=True)
+    procs: set[int] = set()
     try:
         assert parent.stdout.readline().strip() == "started"
         # two workers and the resource tracker
-        procs = wait_for(lambda: at_least(descendants(parent.pid), 3), 60)
+        procs = wait_for(lambda: at_least(descendants(parent.pid), 3), 60) or set()
         assert procs, f"workers never started: {descendants(parent.pid)}"
         os.kill(parent.pid, sig)  # the parent only, not its process group
         parent.wait(30)
         survivors = wait_for(lambda: not [p for p in procs if alive(p)], 15) or \
             [p for p in procs if alive(p)]
         assert survivors is True, f"orphans left: {survivors}"
-    finally:
-        for pid in descendants(parent.pid) | {parent.pid}:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    finally:  # never leave our own processes behind, even when the test fails
+        kill_ours(descendants(parent.pid) | {parent.pid} | procs)
     observe(f"{len(procs)} child processes (2 workers + resource tracker) all exited")
 
 
@@ -201,9 +208,10 @@ def test_kill_9_of_lossbook_run_leaves_no_kernel_or_workers(tmp_path, observe):
                             "-p", "steps=100000", "-p", "deep_steps=100000"],
                            env=env, cwd=REPO, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs: set[int] = set()
     try:
         # the kernel (its own session, as jupyter starts it) and its two workers + tracker
-        procs = wait_for(lambda: at_least(descendants(run.pid), 4), 120)
+        procs = wait_for(lambda: at_least(descendants(run.pid), 4), 120) or set()
         assert procs, f"the sweep never started: {descendants(run.pid)}"
         time.sleep(1)
         procs = descendants(run.pid)
@@ -212,12 +220,8 @@ def test_kill_9_of_lossbook_run_leaves_no_kernel_or_workers(tmp_path, observe):
         survivors = wait_for(lambda: not [p for p in procs if alive(p)], 20) or \
             [p for p in procs if alive(p)]
         assert survivors is True, f"orphans left: {survivors}"
-    finally:
-        for pid in descendants(run.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    finally:  # never leave our own processes behind, even when the test fails
+        kill_ours(descendants(run.pid) | procs)
     observe(f"{len(procs)} processes (kernel, workers, tracker) all exited")
 
 
@@ -367,11 +371,15 @@ def test_failed_notebook_is_removed_by_the_next_success(tmp_repo, observe):
 
 # --- 7. concurrent runs of one chapter/preset -------------------------------------------------
 
+TINY_05 = [f"-p={p}" for p in ("steps=5", "deep_steps=5", "code_steps=5", "eval_every=5",
+                                "eval_tasks=100", "line_search_tasks=256", "ood_tasks=50",
+                                "batch_size=32", "deep_batch_size=32")]
+
+
 def test_two_concurrent_runs_write_whole_notebooks(tmp_path, observe):
     out = tmp_path / "05.ipynb"
     cmd = [str(Path(PYTHON).with_name("lossbook")), "run", "05_icl_gd", "--preset", "smoke",
-           "-o", str(out), "-p", "steps=5", "-p", "deep_steps=5", "-p", "code_steps=5",
-           "-p", "eval_every=5"]
+           "-o", str(out), *TINY_05]
     env = {**os.environ, "LOSSBOOK_WORKERS": "1"}
     runs = [subprocess.Popen([*cmd, "-p", f"seed={s}"], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
