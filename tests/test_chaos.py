@@ -201,7 +201,8 @@ def test_killed_sweep_leaves_no_workers(tmp_path, sig, observe):
     observe(f"{len(procs)} child processes (2 workers + resource tracker) all exited")
 
 
-def test_kill_9_of_lossbook_run_leaves_no_kernel_or_workers(tmp_path, observe):
+@pytest.mark.parametrize("kill", ["kill -9 of the process group", "SIGTERM to the run"])
+def test_killed_lossbook_run_leaves_no_kernel_or_workers(tmp_path, kill, observe):
     env = {**os.environ, "LOSSBOOK_WORKERS": "2"}
     run = subprocess.Popen([str(Path(PYTHON).with_name("lossbook")), "run", "05_icl_gd",
                             "--preset", "smoke", "-o", str(tmp_path / "out.ipynb"),
@@ -215,8 +216,11 @@ def test_kill_9_of_lossbook_run_leaves_no_kernel_or_workers(tmp_path, observe):
         assert procs, f"the sweep never started: {descendants(run.pid)}"
         time.sleep(1)
         procs = descendants(run.pid)
-        os.killpg(run.pid, signal.SIGKILL)  # the whole process group of `lossbook run`
-        run.wait(30)
+        if kill.startswith("kill -9"):
+            os.killpg(run.pid, signal.SIGKILL)  # the whole process group of `lossbook run`
+        else:
+            os.kill(run.pid, signal.SIGTERM)
+        run.wait(60)
         survivors = wait_for(lambda: not [p for p in procs if alive(p)], 20) or \
             [p for p in procs if alive(p)]
         assert survivors is True, f"orphans left: {survivors}"
@@ -587,7 +591,7 @@ EXPECTED = {  # the trial table of `make chaos`
     "test_corrupt_mnist1d_cache_is_regenerated": "warning naming the .npz; regenerated",
     "test_corrupt_pt_cache_is_reparsed_without_pickle_advice": "warning naming the .pt; reparsed",
     "test_killed_sweep_leaves_no_workers": "workers and resource tracker exit",
-    "test_kill_9_of_lossbook_run_leaves_no_kernel_or_workers": "kernel and workers exit",
+    "test_killed_lossbook_run_leaves_no_kernel_or_workers": "kernel and workers exit",
     "test_forged_record_is_refused": "error, the record untouched",
     "test_dependency_change_reruns": "new run-cache key",
     "test_bad_values_fail_before_compute": "ConfigError naming the value, no compute",

@@ -303,7 +303,9 @@ def staleness(chapter: str) -> list[str]:
     reasons = [labels[k] for k in labels if then.get(k) != now[k]]
     if meta.get("parameters") != {"preset": BOOK_PRESET}:
         reasons.append("executed with other parameters")
-    if meta.get("claims_sha256") != file_hash(claims_record_path(chapter)):
+    if "claims_sha256" not in meta:
+        reasons.append("record has no claims hash (written before pairing)")
+    elif meta["claims_sha256"] != file_hash(claims_record_path(chapter)):
         reasons.append("claims file does not match the notebook (interrupted write?)")
     return reasons
 
