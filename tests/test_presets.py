@@ -79,3 +79,16 @@ def test_every_preset_of_every_chapter_is_valid():
         for name in module.PRESETS:
             presets.resolve(chapter, name)
         assert presets.describe(chapter).startswith("parameter")
+
+
+def test_every_constraint_names_a_config_field():
+    for chapter in presets.CHAPTERS:
+        module = presets.chapter_module(chapter)
+        assert module.CONSTRAINTS, f"{chapter} declares no CONSTRAINTS"
+        assert set(module.CONSTRAINTS) <= set(presets.field_types(module.Config)), chapter
+
+
+def test_default_rules_follow_field_names():
+    assert presets.default_rule("deep_steps", 3) is presets.positive
+    assert presets.default_rule("hparam_draws", 0)(0) is None  # counts may be 0 unless named
+    assert presets.default_rule("weight_decay", -1.0)(-1.0) == "must be ≥ 0"

@@ -144,6 +144,9 @@ class RunCache:
 def exit_with_parent(parent: int, interval: float = 0.5) -> None:
     """Exit this process as soon as `parent` is no longer its parent (it was killed, even with
     SIGKILL, and this process was re-parented): no orphaned workers or kernels."""
+    if any(t.name == "exit-with-parent" for t in threading.enumerate()):
+        return
+
     def watch():
         while os.getppid() == parent:
             time.sleep(interval)
