@@ -247,7 +247,7 @@ def test_forged_record_is_refused(tmp_repo, capsys, argv, message, observe, monk
     assert message in err and record.read_text() == "the published record\n"
     assert [p.name for p in (tmp_repo / "book").iterdir()] == ["claims", "05_icl_gd.ipynb"] or \
         sorted(p.name for p in (tmp_repo / "book").iterdir()) == ["05_icl_gd.ipynb", "claims"]
-    observe(f"exit 2, record untouched: {err.strip()[15:75]}…")
+    observe(f"exit 2, record untouched: {err.strip().removeprefix('lossbook: error: ')[:60]}…")
 
 
 # --- 4. the run-cache key follows the environment ---------------------------------------------
