@@ -305,7 +305,6 @@ ch.claim("gce_noise", "GCE (τ=1.7) beats CE under 40% symmetric label noise [co
          paper="not a claim of this paper: the motivation of GCE (Zhang & Sabuncu, 2018)",
          ours=f"GCE − CE = {noisy[0]:+.3f} ± {noisy[1]:.3f}" if noisy else "not run",
          holds=(noisy[0] > 0) if noisy else None)
-ch.claims_table()
 
 # %% [markdown]
 # ## 5. Smooth adversarial comp-sum losses

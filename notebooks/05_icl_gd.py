@@ -425,7 +425,6 @@ ch.claim("construction", "Proposition 1: one LSA layer can implement one step of
          ours=f"max relative deviation {max_err['float32']:.1e} (float32), "
               f"{max_err['float64']:.1e} (float64), 1–3 steps and GD++",
          holds=max_err["float32"] < 1e-5 and max_err["float64"] < 1e-12)
-ch.claims_table()
 
 # %% [markdown]
 # ## 8. Paper vs ours

@@ -365,7 +365,6 @@ ch.claim("tail_margins", "LDAM gives the minority classes relatively larger trai
              for s in settings) if margin_ok else "not run",
          holds=all(ratios_m[(s, "ldam")] > ratios_m[(s, "ce")] for s in settings)
          if margin_ok else None)
-ch.claims_table()
 
 # %% [markdown]
 # ## 6. Paper vs ours
