@@ -99,7 +99,7 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # cross-entropy linearly in the margin, GCE and MAE only boundedly — the root of both MAE's
 # robustness to label noise and its notoriously slow training.
 
-# %%
+# %% mystnb={"figure": {"caption": "The comp-sum losses $\\ell_\\tau$ for several $\\tau$: as a function of the probability $p_y$ given to the true class (left), and of the margin $h_y - h_{\\text{other}}$ in the binary case (right). $\\tau=0$ is sum-exp, $\\tau=1$ cross-entropy, $\\tau=2$ MAE.", "name": "fig-01-losses"}, "image": {"alt": "Two line plots of the comp-sum loss for six values of tau, against the true-class probability and against the binary margin."}}
 fig = figures.losses_vs_probability([0.0, 0.5, 1.0, 1.5, 1.7, 2.0])
 
 # %% [markdown]
@@ -135,7 +135,7 @@ fig = figures.losses_vs_probability([0.0, 0.5, 1.0, 1.5, 1.7, 2.0])
 # formulas and unit-tested.) The left panel shows $T_\tau$, the right panel the bound
 # $\Gamma_\tau$ on log–log axes; solid, dashed and dotted lines are $n=2, 10, 100$.
 
-# %%
+# %% mystnb={"figure": {"caption": "The bound's transformation $T_\\tau(t)$ and its inverse $\\Gamma_\\tau(\\varepsilon)=T_\\tau^{-1}(\\varepsilon)$ (log–log) for class counts $n = 2, 10, 100$.", "name": "fig-01-transforms"}, "image": {"alt": "Two panels of curves: T_tau against t, and Gamma_tau against epsilon on log-log axes, for several tau and class counts."}}
 fig = figures.transforms([0.0, 0.5, 1.0, 1.5, 2.0])
 
 # %% [markdown]
@@ -150,7 +150,7 @@ fig = figures.transforms([0.0, 0.5, 1.0, 1.5, 2.0])
 # Nelder–Mead — and plot it against the formula. Any search point below the curve would
 # refute the formula.
 
-# %%
+# %% mystnb={"figure": {"caption": "Numerical check of the recalled $T_\\tau$: the smallest surrogate regret found by searching all conditional distributions (dots) against the formula (line), one panel per $\\tau$, $n=3$.", "name": "fig-01-calibration"}, "image": {"alt": "Five small panels, one per tau, each comparing a line (the paper's T_tau) with dots (numerical infimum) against t."}}
 t_grid = np.linspace(0.05, 0.95, 10)
 search = {tau: (t_grid, hc.calibration_gap_search(tau, 3, t_grid, seed=seed))
           for tau in (0.0, 0.5, 1.0, 1.5, 2.0)}
@@ -187,7 +187,7 @@ display(Markdown(markdown_table(
 # dependence on $n$ — with cross-entropy at the balance point. (Our notes identify this
 # quantity with the paper's gap expression; that identification is recalled, not verified.)
 
-# %%
+# %% mystnb={"figure": {"caption": "Left: the minimizability gap $\\Phi^\\tau((n-1)e^{-2\\Lambda})$ over $\\tau$ and the score bound $\\Lambda$ (log scale, $n=10$). Right: the best conditional risk $C^*_\\tau(p)$ for a binary problem.", "name": "fig-01-minimizability"}, "image": {"alt": "A heat map of the log minimizability gap over tau and Lambda, and line plots of the best conditional risk against p for several tau."}}
 fig = figures.minimizability([0.0, 0.5, 1.0, 1.5, 2.0])
 
 # %% [markdown]
@@ -202,7 +202,7 @@ fig = figures.minimizability([0.0, 0.5, 1.0, 1.5, 2.0])
 # $(\mathcal{E}_{\ell_\tau}(h), \mathcal{E}_{0\text{-}1}(h))$. Every point must lie under
 # $\Gamma_\tau$ (orange); one point above it would be a bug in our formulas or in the theorem.
 
-# %%
+# %% mystnb={"figure": {"caption": "The H-consistency bounds at exact population points: 0-1 excess risk against $\\tau$-excess risk (dots, log–log) under the bound $\\Gamma_\\tau$ (line), one panel per class count $n$ and $\\tau$. Every dot lies on or below its line.", "name": "fig-01-bounds"}, "image": {"alt": "Twelve log-log scatter panels, for n = 2 and 10 and six values of tau, each with a cloud of points below a bound curve."}}
 points, violations = {}, []
 for n in cfg.tab_classes:
     problem = hc.make_tabular_problem(K=cfg.tab_inputs, n=n, alpha=cfg.tab_alpha, seed=seed)
@@ -245,7 +245,7 @@ max_violation = max(float(v[-1]) for v in violations)
 # standard deviation over seeds. Runs are cached on disk and executed in parallel worker
 # processes.
 
-# %%
+# %% mystnb={"figure": {"caption": "Test accuracy against $\\tau$ (mean ± std over seeds), one line per task.", "name": "fig-01-accuracy-tau"}, "image": {"alt": "Line plot of test accuracy against tau with error bars, one line per task."}}
 loss_specs = C.loss_specs(cfg, seed, ch.device)
 loss_results = ch.sweep(C.loss_run, loss_specs, desc="comp-sum losses")
 task_names = {"mnist1d": "MNIST-1D", "mnist1d_noisy": f"MNIST-1D, {cfg.noise_rate:.0%} noise",
@@ -259,7 +259,7 @@ for task in cfg.tasks:
 display(Markdown(markdown_table(["task", *[figures.tau_label(t) for t in cfg.taus]], rows)))
 fig = figures.accuracy_vs_tau(loss_specs, loss_results, cfg.tasks, task_names)
 
-# %%
+# %% mystnb={"figure": {"caption": "Test accuracy over epochs, one panel per task, one line per $\\tau$ (mean over seeds).", "name": "fig-01-learning-curves"}, "image": {"alt": "Panels of learning curves, test accuracy against epoch, one line per tau."}}
 fig = figures.learning_curves(loss_specs, loss_results, cfg.tasks, task_names)
 
 # %% [markdown]
@@ -342,7 +342,7 @@ ch.claim("gce_noise", "GCE (τ=1.7) beats CE under 40% symmetric label noise [co
 # at $\nu=1$ already cost half the clean accuracy (the grid was widened to cover the front, and
 # the verdict rules below were fixed before the sweep ran).
 
-# %%
+# %% mystnb={"figure": {"caption": "Clean against PGD-20 robust accuracy for ADV-COMP-SUM, TRADES and PGD adversarial training at each trade-off weight (mean ± std over seeds).", "name": "fig-01-pareto"}, "image": {"alt": "Scatter plot of robust accuracy against clean accuracy with error bars, one marker series per adversarial training method."}}
 adv_specs = C.adv_specs(cfg, seed, ch.device)
 adv_results = ch.sweep(C.adv_run, adv_specs, desc="adversarial training")
 front = {}

@@ -148,7 +148,7 @@ max_err = {dt: max(r["max_abs_diff"] / r["scale"] for r in check if r["dtype"] =
 # linear self-attention layer can do {cite}`mahankali2024onestep,ahn2023preconditioned`, and we
 # expect the same for our uniform inputs by symmetry (not proved here).
 
-# %%
+# %% mystnb={"figure": {"caption": "Gradient descent's test loss against its step size $\\eta$, for one and two steps, with the closed-form optimum marked.", "name": "fig-05-line-search"}, "image": {"alt": "Line plot of test loss against step size for one-step and two-step gradient descent."}}
 curves = C.gd_loss_curves(cfg, seed)
 eta_closed, loss_closed = icl.optimal_eta(cfg.dim, cfg.context, cfg.input_range)
 fig = figures.line_search(curves, eta_closed)
@@ -198,7 +198,7 @@ display(Markdown(markdown_table(
 #   (higher cosine) to GD++ than to GD.
 # ```
 
-# %%
+# %% mystnb={"figure": {"caption": "The main comparison: the trained one-layer LSA's test loss against the loss of one step of GD, and the alignment of its predictions and sensitivities with GD's over training (one line per seed).", "name": "fig-05-training"}, "image": {"alt": "Three panels of training curves: test loss with the gradient-descent level, prediction distance and sensitivity cosine, one line per seed."}}
 run_specs = C.specs(cfg, seed, ch.device)
 cached = sum(ch.run_cache.get(C.lsa_run, s) is not None for s in run_specs)
 started = time.time()
@@ -255,7 +255,7 @@ display(Markdown(markdown_table(
 # $PW_V$ write into the query's inputs, which are never read) — they do not affect the loss,
 # so nothing drives them to the construction's zeros.
 
-# %%
+# %% mystnb={"figure": {"caption": "Trained weights next to the construction: heat maps of $W_K^\\top W_Q$ and $P W_V$ (normalised so that the input diagonal of $W_K^\\top W_Q$ is 1). Hatched entries cannot reach a one-layer prediction.", "name": "fig-05-weights"}, "image": {"alt": "A grid of heat maps comparing the trained attention weight products with the constructed ones."}}
 seed0_spec, seed0 = main_runs[0]
 match0 = C.weight_match(seed0, seed0_spec)
 fig = figures.weights([("trained LSA", {"KQ": match0["KQ"], "PV": match0["PV"], "trained": 1}),
@@ -283,7 +283,7 @@ display(Markdown(markdown_table(
 # weights and GD's $\eta^*$. For larger inputs the fixed step size overshoots (GD's prediction
 # grows like $\alpha^3$, the target like $\alpha$), for smaller ones it undershoots.
 
-# %%
+# %% mystnb={"figure": {"caption": "Out of distribution: test loss when inputs come from a scaled range $\\alpha\\cdot\\mathcal{U}$, for the trained one-layer LSA (one line per seed) and one step of GD (left), and their ratio (right).", "name": "fig-05-ood"}, "image": {"alt": "Two line plots against the input scale alpha: loss of the trained model and of gradient descent, and their ratio."}}
 fig = figures.ood(main_runs, "U(−1, 1)")
 ood_dev = [max(abs(np.array(r["ood"]["lsa"]) / np.array(r["ood"]["gd"]) - 1))
            for _, r in main_runs]
@@ -304,7 +304,7 @@ gd_spread = gd_ood.max() / gd_ood.min()
 # it with two steps of GD (η by line search) and two steps of GD++ ((η, γ) fitted on the same
 # tasks; the official code trains them with Adam instead).
 
-# %%
+# %% mystnb={"figure": {"caption": "A trained multi-layer LSA against GD and GD++ with as many steps as it has layers: test loss and alignment along training.", "name": "fig-05-deep"}, "image": {"alt": "Two panels of training curves comparing a multi-layer model with gradient descent and GD++."}}
 deep_groups = dict(sorted(((k, v) for k, v in groups.items() if k.endswith("layers")),
                           key=lambda kv: kv[1][0][0]["layers"]))
 deep_summary = []
@@ -340,7 +340,7 @@ if deep_summary:
 # of $PW_V$, which makes every layer also shrink the inputs along their dominant directions —
 # something plain gradient descent does not do.
 
-# %%
+# %% mystnb={"figure": {"caption": "The trained multi-layer LSA's shared weights next to GD++'s construction: heat maps of $W_K^\\top W_Q$ and $P W_V$.", "name": "fig-05-deep-weights"}, "image": {"alt": "Heat maps comparing trained multi-layer weights with the GD++ construction."}}
 shared_deep = [d for d in deep_summary if d["shared"]]
 if shared_deep:
     spec_d, result_d = shared_deep[0]["runs"][0]
