@@ -150,16 +150,18 @@ fig = figures.transforms([0.0, 0.5, 1.0, 1.5, 2.0])
 # Nelder–Mead — and plot it against the formula. Any search point below the curve would
 # refute the formula.
 
-# %% mystnb={"figure": {"caption": "Numerical check of the recalled $T_\\tau$: the smallest surrogate regret found by searching all conditional distributions (dots) against the formula (line), one panel per $\\tau$, $n=3$.", "name": "fig-01-calibration"}, "image": {"alt": "Five small panels, one per tau, each comparing a line (the paper's T_tau) with dots (numerical infimum) against t."}}
+# %%
 t_grid = np.linspace(0.05, 0.95, 10)
 search = {tau: (t_grid, hc.calibration_gap_search(tau, 3, t_grid, seed=seed))
           for tau in (0.0, 0.5, 1.0, 1.5, 2.0)}
-fig = figures.calibration_check(search, n=3)
 ratios = {tau: est / hc.T(t, tau, 3) for tau, (t, est) in search.items()}
 display(Markdown(markdown_table(
     ["τ", "min over t of δ̂/T", "max over t of δ̂/T", "(n/2)^(τ−1) for τ∈(1,2)"],
     [[f"{tau:g}", f"{r.min():.4f}", f"{r.max():.4f}", f"{1.5 ** (tau - 1):.4f}"
       if 1 < tau < 2 else "–"] for tau, r in ratios.items()])))
+
+# %% mystnb={"figure": {"caption": "Numerical check of the recalled $T_\\tau$: the smallest surrogate regret found by searching all conditional distributions (dots) against the formula (line), one panel per $\\tau$, $n=3$.", "name": "fig-01-calibration"}, "image": {"alt": "Five small panels, one per tau, each comparing a line (the paper's T_tau) with dots (numerical infimum) against t."}}
+fig = figures.calibration_check(search, n=3)
 
 # %% [markdown]
 # For $\tau\le 1$ the search lands *on* the formula (ratio 1): the bound is valid and tight,
@@ -202,7 +204,7 @@ fig = figures.minimizability([0.0, 0.5, 1.0, 1.5, 2.0])
 # $(\mathcal{E}_{\ell_\tau}(h), \mathcal{E}_{0\text{-}1}(h))$. Every point must lie under
 # $\Gamma_\tau$ (orange); one point above it would be a bug in our formulas or in the theorem.
 
-# %% mystnb={"figure": {"caption": "The H-consistency bounds at exact population points: 0-1 excess risk against $\\tau$-excess risk (dots, log–log) under the bound $\\Gamma_\\tau$ (line), one panel per class count $n$ and $\\tau$. Every dot lies on or below its line.", "name": "fig-01-bounds"}, "image": {"alt": "Twelve log-log scatter panels, for n = 2 and 10 and six values of tau, each with a cloud of points below a bound curve."}}
+# %%
 points, violations = {}, []
 for n in cfg.tab_classes:
     problem = hc.make_tabular_problem(K=cfg.tab_inputs, n=n, alpha=cfg.tab_alpha, seed=seed)
@@ -211,10 +213,12 @@ for n in cfg.tab_classes:
                                 seed=seed)
         points[(n, tau)] = (s, z)
         violations.append([n, f"{tau:g}", len(s), f"{hc.check_bound(s, z, tau, n):.2e}"])
-fig = figures.bound_scatter(points, cfg.taus, cfg.tab_classes)
 display(Markdown(markdown_table(["n", "τ", "points", "max(0-1 excess − Γ_τ(τ-excess))"],
                                 violations)))
 max_violation = max(float(v[-1]) for v in violations)
+
+# %% mystnb={"figure": {"caption": "The H-consistency bounds at exact population points: 0-1 excess risk against $\\tau$-excess risk (dots, log–log) under the bound $\\Gamma_\\tau$ (line), one panel per class count $n$ and $\\tau$. Every dot lies on or below its line.", "name": "fig-01-bounds"}, "image": {"alt": "Twelve log-log scatter panels, for n = 2 and 10 and six values of tau, each with a cloud of points below a bound curve."}}
+fig = figures.bound_scatter(points, cfg.taus, cfg.tab_classes)
 
 # %% [markdown]
 # Every point lies under its curve (the table lists the largest gap, which must be ≤ 0). On
@@ -245,7 +249,7 @@ max_violation = max(float(v[-1]) for v in violations)
 # standard deviation over seeds. Runs are cached on disk and executed in parallel worker
 # processes.
 
-# %% mystnb={"figure": {"caption": "Test accuracy against $\\tau$ (mean ± std over seeds), one line per task.", "name": "fig-01-accuracy-tau"}, "image": {"alt": "Line plot of test accuracy against tau with error bars, one line per task."}}
+# %%
 loss_specs = C.loss_specs(cfg, seed, ch.device)
 loss_results = ch.sweep(C.loss_run, loss_specs, desc="comp-sum losses")
 task_names = {"mnist1d": "MNIST-1D", "mnist1d_noisy": f"MNIST-1D, {cfg.noise_rate:.0%} noise",
@@ -257,6 +261,8 @@ for task in cfg.tasks:
     cells = [f"{m:.3f} ± {s:.3f}" for m, s in (C.mean_std(acc[(task, tau)]) for tau in cfg.taus)]
     rows.append([task_names[task], *cells])
 display(Markdown(markdown_table(["task", *[figures.tau_label(t) for t in cfg.taus]], rows)))
+
+# %% mystnb={"figure": {"caption": "Test accuracy against $\\tau$ (mean ± std over seeds), one line per task.", "name": "fig-01-accuracy-tau"}, "image": {"alt": "Line plot of test accuracy against tau with error bars, one line per task."}}
 fig = figures.accuracy_vs_tau(loss_specs, loss_results, cfg.tasks, task_names)
 
 # %% mystnb={"figure": {"caption": "Test accuracy over epochs, one panel per task, one line per $\\tau$ (mean over seeds).", "name": "fig-01-learning-curves"}, "image": {"alt": "Panels of learning curves, test accuracy against epoch, one line per tau."}}
@@ -342,7 +348,7 @@ ch.claim("gce_noise", "GCE (τ=1.7) beats CE under 40% symmetric label noise [co
 # at $\nu=1$ already cost half the clean accuracy (the grid was widened to cover the front, and
 # the verdict rules below were fixed before the sweep ran).
 
-# %% mystnb={"figure": {"caption": "Clean against PGD-20 robust accuracy for ADV-COMP-SUM, TRADES and PGD adversarial training at each trade-off weight (mean ± std over seeds).", "name": "fig-01-pareto"}, "image": {"alt": "Scatter plot of robust accuracy against clean accuracy with error bars, one marker series per adversarial training method."}}
+# %%
 adv_specs = C.adv_specs(cfg, seed, ch.device)
 adv_results = ch.sweep(C.adv_run, adv_specs, desc="adversarial training")
 front = {}
@@ -353,6 +359,8 @@ display(Markdown(markdown_table(
     ["method", "weight", "clean accuracy", f"PGD-{cfg.adv_eval_steps} accuracy"],
     [[m, f"{w:g}", "{:.3f} ± {:.3f}".format(*v["clean"]), "{:.3f} ± {:.3f}".format(*v["robust"])]
      for (m, w), v in front.items()])))
+
+# %% mystnb={"figure": {"caption": "Clean against PGD-20 robust accuracy for ADV-COMP-SUM, TRADES and PGD adversarial training at each trade-off weight (mean ± std over seeds).", "name": "fig-01-pareto"}, "image": {"alt": "Scatter plot of robust accuracy against clean accuracy with error bars, one marker series per adversarial training method."}}
 fig = figures.pareto(front, cfg.adv_eps, cfg.adv_eval_steps)
 
 # %% [markdown]

@@ -96,8 +96,8 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 #
 # $$
 # \begin{aligned}
-# (g_T - g_S)^\top\delta + \tfrac12\,\delta^\top(H_T - H_S)\,\delta + o(\lVert\delta\rVert^2)
-# &\le \lVert g_T - g_S\rVert\,\lVert\delta\rVert
+# &(g_T - g_S)^\top\delta + \tfrac12\,\delta^\top(H_T - H_S)\,\delta + o(\lVert\delta\rVert^2)\\
+# &\qquad\le \lVert g_T - g_S\rVert\,\lVert\delta\rVert
 #   + \tfrac12\lVert H_T - H_S\rVert_2\,\lVert\delta\rVert^2 + o(\lVert\delta\rVert^2),
 # \end{aligned}
 # $$
@@ -136,7 +136,7 @@ fig = figures.closed_form(closed)
 # gradients, for logistic and softmax heads of several sizes (right). We use it to log the head
 # Hessians of every environment during training at negligible cost.
 
-# %% mystnb={"figure": {"caption": "Hutchinson's estimate of the Hessian diagonal: relative error against the number of probes, with the exact $1/\\sqrt{S}$ prediction; the official CMNIST (150) and DomainBed (300) probe counts are marked.", "name": "fig-03-hutchinson"}, "image": {"alt": "Log-log plots of relative error against the number of probes, with a predicted line and marked probe counts."}}
+# %%
 hutch_checks = []
 for classes, d, title in ((4, 16, "4-class head, 68 parameters"),
                           (1, cfg.hidden, f"binary head, {cfg.hidden + 1} parameters "
@@ -145,7 +145,6 @@ for classes, d, title in ((4, 16, "4-class head, 68 parameters"),
                                seed=seed)
     check["title"] = title
     hutch_checks.append(check)
-fig = figures.hutchinson(hutch_checks, {"official CMNIST (150)": 150, "DomainBed (300)": 300})
 slopes = [C.loglog_slope(c["probes"], np.mean(c["errors"], 1)) for c in hutch_checks]
 ratios = [np.mean(c["errors"], 1) / np.array(c["predicted"]) for c in hutch_checks]
 display(Markdown(markdown_table(
@@ -154,6 +153,9 @@ display(Markdown(markdown_table(
       f"{r[np.array(c['probes']) >= 10].min():.2f} – {r[np.array(c['probes']) >= 10].max():.2f}",
       f"{np.interp(150, c['probes'], np.mean(c['errors'], 1)):.3f}"]
      for c, s, r in zip(hutch_checks, slopes, ratios)])))
+
+# %% mystnb={"figure": {"caption": "Hutchinson's estimate of the Hessian diagonal: relative error against the number of probes, with the exact $1/\\sqrt{S}$ prediction; the official CMNIST (150) and DomainBed (300) probe counts are marked.", "name": "fig-03-hutchinson"}, "image": {"alt": "Log-log plots of relative error against the number of probes, with a predicted line and marked probe counts."}}
+fig = figures.hutchinson(hutch_checks, {"official CMNIST (150)": 150, "DomainBed (300)": 300})
 
 # %% [markdown]
 # Hutchinson's estimate is unbiased; for Rademacher probes its mean squared error is exactly
@@ -281,7 +283,7 @@ fig = figures.environments(envs, cfg.train_e, cfg.test_e)
 #   accuracy is ≤ −0.5. We also show the train-to-test spectral distance $\lVert \bar H_{\text{train}} - H_{\text{test}}\rVert_2$
 #   — the quantity in the paper's bound, computable because head Hessians need no labels.
 
-# %% mystnb={"figure": {"caption": "Train, test and gray accuracy per method (mean ± std over restarts), one panel per model-selection rule.", "name": "fig-03-accuracy"}, "image": {"alt": "Grouped bar charts of train, test and gray accuracy for each method, one panel per selection rule."}}
+# %%
 groups = C.all_specs(cfg, seed, ch.device)  # this section's runs and those of sections 4–5
 all_results = C.sweep_all(ch.sweep, groups, desc="all runs of the chapter")
 specs, results = groups["correlation"], all_results["correlation"]
@@ -309,6 +311,8 @@ for m in methods:
 display(Markdown(markdown_table(
     ["method", "selected weight", "train", "held-out train", "test", "gray",
      "test, official weight", "test, oracle"], rows)))
+
+# %% mystnb={"figure": {"caption": "Train, test and gray accuracy per method (mean ± std over restarts), one panel per model-selection rule.", "name": "fig-03-accuracy"}, "image": {"alt": "Grouped bar charts of train, test and gray accuracy for each method, one panel per selection rule."}}
 fig = figures.accuracy_bars(summary, methods, rules)
 
 # %% [markdown]
@@ -407,7 +411,7 @@ ch.claim("distance_tracks_ood", "The Hessian distance tracks OOD accuracy",
 # training environment is dominated by one class, on top of the colour correlation. Same
 # protocol, same weights, same selection rules and the same verdict rule as the first claim.
 
-# %% mystnb={"figure": {"caption": "With label shift added: train, test and gray accuracy per method (mean ± std over restarts), one panel per selection rule.", "name": "fig-03-label-shift"}, "image": {"alt": "Grouped bar charts of accuracy per method under label shift, one panel per selection rule."}}
+# %%
 if cfg.label_shift:
     ls_finals = C.collect(groups["label"], all_results["label"])["finals"]
     ls_chosen = C.selections(ls_finals)
@@ -419,7 +423,6 @@ if cfg.label_shift:
           fmt(ls_summary[m]["train-domain"]["test"]), fmt(ls_summary[m]["train-domain"]["gray"]),
           fmt(ls_summary[m]["official"]["test"]), fmt(ls_summary[m]["oracle"]["test"])]
          for m in methods])))
-    fig = figures.accuracy_bars(ls_summary, methods, rules)
     ls_erm = ls_summary["erm"]["train-domain"]["test"][0]
     ls_ours = {m: ls_summary[m]["train-domain"]["test"][0] for m in ("hgp", "hutchinson")}
     ch.claim("label_shift_vs_erm", "HGP and Hutchinson ≫ ERM under label shift",
@@ -435,6 +438,10 @@ else:
              paper="promising performance under label shift (values unseen)",
              ours="runs at the extended preset", holds=None)
 
+# %% mystnb={"figure": {"caption": "With label shift added: train, test and gray accuracy per method (mean ± std over restarts), one panel per selection rule.", "name": "fig-03-label-shift"}, "image": {"alt": "Grouped bar charts of accuracy per method under label shift, one panel per selection rule."}}
+if cfg.label_shift:
+    fig = figures.accuracy_bars(ls_summary, methods, rules)
+
 # %% [markdown]
 # ## 5. Diversity shift: leave one MNIST-1D domain out
 #
@@ -448,7 +455,7 @@ else:
 # rule: the gain is *small* if HGP's and Hutchinson's test accuracy, averaged over the held-out
 # domains, are each within 2 points of ERM's.
 
-# %% mystnb={"figure": {"caption": "Leave-one-domain-out test accuracy per held-out domain (mean ± std over restarts), per method.", "name": "fig-03-diversity"}, "image": {"alt": "Grouped bar chart of test accuracy per held-out domain and method."}}
+# %%
 if cfg.diversity:
     dv_table = C.diversity_table(groups["diversity"], all_results["diversity"])
     dv_methods = [m for m in cfg.diversity_methods if m in dv_table]
@@ -459,7 +466,6 @@ if cfg.diversity:
         ["method", *domains_, "average"],
         [[figures.label(m), *[fmt(C.mean_std(dv_table[m][d])) for d in domains_],
           f"{100 * averages[m]:.1f}"] for m in dv_methods])))
-    fig = figures.diversity(dv_table, dv_methods, domains_)
     gains = {m: averages[m] - averages["erm"] for m in ("hgp", "hutchinson") if m in averages}
     ch.claim("diversity_small_gain", "Under diversity shift the gain over ERM is small",
              paper="small gains on DomainBed (values unseen)",
@@ -471,6 +477,10 @@ else:
     ch.claim("diversity_small_gain", "Under diversity shift the gain over ERM is small",
              paper="small gains on DomainBed (values unseen)",
              ours="runs at the extended preset", holds=None)
+
+# %% mystnb={"figure": {"caption": "Leave-one-domain-out test accuracy per held-out domain (mean ± std over restarts), per method.", "name": "fig-03-diversity"}, "image": {"alt": "Grouped bar chart of test accuracy per held-out domain and method."}}
+if cfg.diversity:
+    fig = figures.diversity(dv_table, dv_methods, domains_)
 
 # %% [markdown]
 # ## 6. Paper versus ours

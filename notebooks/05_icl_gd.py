@@ -148,10 +148,9 @@ max_err = {dt: max(r["max_abs_diff"] / r["scale"] for r in check if r["dtype"] =
 # linear self-attention layer can do {cite}`mahankali2024onestep,ahn2023preconditioned`, and we
 # expect the same for our uniform inputs by symmetry (not proved here).
 
-# %% mystnb={"figure": {"caption": "Gradient descent's test loss against its step size $\\eta$, for one and two steps, with the closed-form optimum marked.", "name": "fig-05-line-search"}, "image": {"alt": "Line plot of test loss against step size for one-step and two-step gradient descent."}}
+# %%
 curves = C.gd_loss_curves(cfg, seed)
 eta_closed, loss_closed = icl.optimal_eta(cfg.dim, cfg.context, cfg.input_range)
-fig = figures.line_search(curves, eta_closed)
 (eta_ls, loss_ls) = curves[1][2]
 display(Markdown(markdown_table(
     ["", "η*", "loss at η*"],
@@ -160,6 +159,9 @@ display(Markdown(markdown_table(
       f"{loss_ls:.4f}"],
      ["bounded search on the same tasks (2 steps)", f"{curves[2][2][0]:.4f}",
       f"{curves[2][2][1]:.4f}"]])))
+
+# %% mystnb={"figure": {"caption": "Gradient descent's test loss against its step size $\\eta$, for one and two steps, with the closed-form optimum marked.", "name": "fig-05-line-search"}, "image": {"alt": "Line plot of test loss against step size for one-step and two-step gradient descent."}}
+fig = figures.line_search(curves, eta_closed)
 
 # %% [markdown]
 # ## 3. Training a single LSA layer
@@ -255,12 +257,9 @@ display(Markdown(markdown_table(
 # $PW_V$ write into the query's inputs, which are never read) — they do not affect the loss,
 # so nothing drives them to the construction's zeros.
 
-# %% mystnb={"figure": {"caption": "Trained weights next to the construction: heat maps of $W_K^\\top W_Q$ and $P W_V$ (normalised so that the input diagonal of $W_K^\\top W_Q$ is 1). Hatched entries cannot reach a one-layer prediction.", "name": "fig-05-weights"}, "image": {"alt": "A grid of heat maps comparing the trained attention weight products with the constructed ones."}}
+# %%
 seed0_spec, seed0 = main_runs[0]
 match0 = C.weight_match(seed0, seed0_spec)
-fig = figures.weights([("trained LSA", {"KQ": match0["KQ"], "PV": match0["PV"], "trained": 1}),
-                       ("construction (η*)", {"KQ": match0["KQ_gd"], "PV": match0["PV_gd"]})],
-                      cfg.dim)
 matches = [C.weight_match(r, s) for s, r in main_runs]
 display(Markdown(markdown_table(
     ["seed", "cos W_KᵀW_Q (first d columns)", "cos last row of PW_V", "cos W_KᵀW_Q (all)",
@@ -268,6 +267,11 @@ display(Markdown(markdown_table(
     [[s["seed"], f"{m['cos_kq']:.4f}", f"{m['cos_pv']:.4f}", f"{m['cos_kq_full']:.4f}",
       f"{m['cos_pv_full']:.4f}", f"{m['eta_lsa']:.4f}", f"{m['eta_gd']:.4f}"]
      for (s, _), m in zip(main_runs, matches)])))
+
+# %% mystnb={"figure": {"caption": "Trained weights next to the construction: heat maps of $W_K^\\top W_Q$ and $P W_V$ (normalised so that the input diagonal of $W_K^\\top W_Q$ is 1). Hatched entries cannot reach a one-layer prediction.", "name": "fig-05-weights"}, "image": {"alt": "A grid of heat maps comparing the trained attention weight products with the constructed ones."}}
+fig = figures.weights([("trained LSA", {"KQ": match0["KQ"], "PV": match0["PV"], "trained": 1}),
+                       ("construction (η*)", {"KQ": match0["KQ_gd"], "PV": match0["PV_gd"]})],
+                      cfg.dim)
 
 # %% [markdown]
 # The trained layer *is* the construction: an identity block in $W_K^\top W_Q$, a single
@@ -304,13 +308,12 @@ gd_spread = gd_ood.max() / gd_ood.min()
 # it with two steps of GD (η by line search) and two steps of GD++ ((η, γ) fitted on the same
 # tasks; the official code trains them with Adam instead).
 
-# %% mystnb={"figure": {"caption": "A trained multi-layer LSA against GD and GD++ with as many steps as it has layers: test loss and alignment along training.", "name": "fig-05-deep"}, "image": {"alt": "Two panels of training curves comparing a multi-layer model with gradient descent and GD++."}}
+# %%
 deep_groups = dict(sorted(((k, v) for k, v in groups.items() if k.endswith("layers")),
                           key=lambda kv: kv[1][0][0]["layers"]))
 deep_summary = []
 for runs in deep_groups.values():
     layers = runs[0][0]["layers"]
-    fig = figures.deep(runs, runs[0][1]["ref_loss"], gd_loss, layers)
     final = [r["final"] for _, r in runs]
     base = runs[0][1]["baselines"]
     deep_summary.append({
@@ -331,6 +334,10 @@ if deep_summary:
           f"{d['gdpp']:.4f}", f"{d['cos_gd']:.3f}", f"{d['cos_gdpp']:.3f}", f"{d['eta']:.3f}",
           "({:.3f}, {:.3f})".format(*d["gdpp_params"])] for d in deep_summary])))
 
+# %% mystnb={"figure": {"caption": "A trained multi-layer LSA against GD and GD++ with as many steps as it has layers: test loss and alignment along training.", "name": "fig-05-deep"}, "image": {"alt": "Two panels of training curves comparing a multi-layer model with gradient descent and GD++."}}
+for d in deep_summary:  # one figure per depth (the book preset trains one)
+    fig = figures.deep(d["runs"], d["runs"][0][1]["ref_loss"], gd_loss, d["layers"])
+
 # %% [markdown]
 # The two-layer model ends well below two steps of plain gradient descent and close to two
 # steps of GD++. Its path is telling (one seed at this preset, so read it as an illustration):
@@ -340,21 +347,24 @@ if deep_summary:
 # of $PW_V$, which makes every layer also shrink the inputs along their dominant directions —
 # something plain gradient descent does not do.
 
-# %% mystnb={"figure": {"caption": "The trained multi-layer LSA's shared weights next to GD++'s construction: heat maps of $W_K^\\top W_Q$ and $P W_V$.", "name": "fig-05-deep-weights"}, "image": {"alt": "Heat maps comparing trained multi-layer weights with the GD++ construction."}}
+# %%
 shared_deep = [d for d in deep_summary if d["shared"]]
 if shared_deep:
     spec_d, result_d = shared_deep[0]["runs"][0]
     deep_match = C.deep_weight_match(result_d, spec_d)
-    fig = figures.weights(
-        [(f"trained {spec_d['layers']}-layer LSA", {"KQ": deep_match["KQ"],
-                                                     "PV": deep_match["PV"]}),
-         ("GD++ construction", {"KQ": deep_match["KQ_gd"], "PV": deep_match["PV_gd"]})],
-        cfg.dim, mask_unused=False)
     display(Markdown(
         f"Trained vs GD++: cosine {deep_match['cos_kq']:.3f} for $W_K^\\top W_Q$, "
         f"{deep_match['cos_pv']:.3f} for $PW_V$; the trained layer's (η, γ) = "
         f"({deep_match['eta_lsa']:.3f}, {deep_match['gamma_lsa']:.3f}) against GD++'s "
         "({:.3f}, {:.3f}).".format(*shared_deep[0]["gdpp_params"])))
+
+# %% mystnb={"figure": {"caption": "The trained multi-layer LSA's shared weights next to GD++'s construction: heat maps of $W_K^\\top W_Q$ and $P W_V$.", "name": "fig-05-deep-weights"}, "image": {"alt": "Heat maps comparing trained multi-layer weights with the GD++ construction."}}
+if shared_deep:
+    fig = figures.weights(
+        [(f"trained {spec_d['layers']}-layer LSA", {"KQ": deep_match["KQ"],
+                                                     "PV": deep_match["PV"]}),
+         ("GD++ construction", {"KQ": deep_match["KQ_gd"], "PV": deep_match["PV_gd"]})],
+        cfg.dim, mask_unused=False)
 
 # %% [markdown]
 # ## 7. Claims and verdicts

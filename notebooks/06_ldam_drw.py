@@ -221,7 +221,7 @@ fig = figures.schedule(specs[0], data.long_tail_counts(cfg.max_per_class or 5000
 #   ratio of the mean training margin of the five rarest classes to that of the five most
 #   frequent is larger for LDAM than for CE.
 
-# %% mystnb={"figure": {"caption": "Balanced test accuracy per method: seed mean ± std (large marker) and every seed (dots); the dotted line is CE's mean. One panel per imbalance setting.", "name": "fig-06-balanced-accuracy"}, "image": {"alt": "Dot plots of balanced accuracy per method with error bars, one panel per imbalance setting."}}
+# %%
 for task in cfg.tasks:  # generate (or download) each dataset once, before the workers start
     print(task, C.base_data(task, cfg.mnist1d_samples, cfg.data_dir, cfg.download))
 results = ch.sweep(C.run, specs, desc="LDAM-DRW runs")
@@ -239,6 +239,8 @@ display(Markdown(markdown_table(
     [[C.METHOD_LABELS[m], *["{:.3f} ± {:.3f} (train {:.2f})".format(
         *C.mean_std(acc[(t, r, m)]), np.mean(train_acc[(t, r, m)])) for t, r in settings]]
      for m in methods])))
+
+# %% mystnb={"figure": {"caption": "Balanced test accuracy per method: seed mean ± std (large marker) and every seed (dots); the dotted line is CE's mean. One panel per imbalance setting.", "name": "fig-06-balanced-accuracy"}, "image": {"alt": "Dot plots of balanced accuracy per method with error bars, one panel per imbalance setting."}}
 fig = figures.balanced_accuracy(acc, settings, methods)
 
 # %% [markdown]

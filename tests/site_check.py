@@ -62,6 +62,10 @@ PAGE_JS = """() => {
                                       .map(i => i.getAttribute('src')),
     altless: [...document.querySelectorAll('main img')]
       .filter(i => !i.alt || /\\.(png|jpe?g|svg)$/i.test(i.alt)).map(i => i.getAttribute('src')),
+    uncaptioned: [...document.querySelectorAll('main img')]
+      .filter(i => !i.closest('figure') || !/Fig\. ?\d/.test(
+        (i.closest('figure').querySelector('figcaption') || {}).textContent || ''))
+      .map(i => i.getAttribute('src')),
     mathErrors: [...document.querySelectorAll('mjx-merror')].map(e => e.textContent.slice(0, 80)),
     wideMath: [...document.querySelectorAll('main mjx-container[display="true"]')]
       .filter(e => wide(e) || e.getBoundingClientRect().right > vw)
@@ -88,9 +92,14 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # the browser drops connections it no longer needs (aborted loads)
+
+
 def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     handler = functools.partial(QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}"
 
@@ -184,6 +193,7 @@ def main() -> int:
                     problems.append(f"{where}: page is {info['pageWidth']} px wide")
                 for key, what in (("brokenImages", "image does not decode"),
                                   ("altless", "image without real alt text"),
+                                  ("uncaptioned", "image without a numbered caption"),
                                   ("mathErrors", "MathJax error")):
                     problems += [f"{where}: {what}: {x}" for x in info[key]]
                 problems += [f"{where}: raw TeX outside math: {t!r}"
