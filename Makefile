@@ -47,7 +47,8 @@ test: $(STAMP) lint
 
 # The site check's browser (Debian's chromium) and npm (for the pinned MathJax), when absent.
 browser:
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  command -v google-chrome >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 	  >/dev/null; }
 	@command -v npm >/dev/null || { apt-get update -qq && \

@@ -63,7 +63,7 @@ PAGE_JS = """() => {
     altless: [...document.querySelectorAll('main img')]
       .filter(i => !i.alt || /\\.(png|jpe?g|svg)$/i.test(i.alt)).map(i => i.getAttribute('src')),
     uncaptioned: [...document.querySelectorAll('main img')]
-      .filter(i => !i.closest('figure') || !/Fig\. ?\d/.test(
+      .filter(i => !i.closest('figure') || !/Fig\\. ?\\d/.test(
         (i.closest('figure').querySelector('figcaption') || {}).textContent || ''))
       .map(i => i.getAttribute('src')),
     mathErrors: [...document.querySelectorAll('mjx-merror')].map(e => e.textContent.slice(0, 80)),
@@ -207,6 +207,8 @@ def main() -> int:
                                  for t in info["wideTables"]]
                     if not page.evaluate(VISIBLE_JS, ".bd-sidebar-primary"):
                         problems.append(f"{where}: the chapter list is not visible")
+                    elif name == pages[0]:
+                        problems += check_desktop_toggle(page, where)
                 ids[name], links[name] = set(info["ids"]), set(info["links"])
                 stem = name.removesuffix(".html").replace("/", "-")
                 page.screenshot(path=args.out / f"{stem}-{width}.png")
@@ -223,6 +225,19 @@ def main() -> int:
     print(f"site check: {len(pages)} pages at {', '.join(f'{w} px' for w in WIDTHS)}; "
           f"{len(problems)} problems; screenshots in {args.out}")
     return 1 if problems else 0
+
+
+def check_desktop_toggle(page, where: str) -> list[str]:
+    """On a wide screen the sidebar button hides the chapter list, and brings it back."""
+    button = page.locator(".primary-toggle").filter(visible=True).first
+    try:
+        for visible in (False, True):
+            button.click()
+            page.wait_for_function(f"(sel) => ({VISIBLE_JS})(sel) === {str(visible).lower()}",
+                                   arg=".bd-sidebar-primary", timeout=3000)
+    except Exception:
+        return [f"{where}: the sidebar button does not hide and show the chapter list"]
+    return []
 
 
 def check_toggles(page, name: str, stem: Path) -> list[str]:
