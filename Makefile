@@ -12,7 +12,7 @@ SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 QUIET_PIP := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: book test chapter bench chaos lint install clean
+.PHONY: book test chapter bench chaos lint install clean site browser
 
 # Create the virtualenv if absent and install the locked environment (torch: the CPU wheel).
 $(STAMP): pyproject.toml $(LOCK)
@@ -43,6 +43,20 @@ test: $(STAMP) lint
 	$(foreach ch,$(CHAPTERS),$(PY) -m lossbook run $(ch) --preset smoke --prepare-only -o build/smoke/$(ch).ipynb &&) true
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 build/smoke
 	$(PY) -m lossbook build --no-execute --strict
+	$(MAKE) --no-print-directory site
+
+# The site check's browser (Debian's chromium) and npm (for the pinned MathJax), when absent.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  command -v google-chrome >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  >/dev/null; }
+	@command -v npm >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+
+# Every page of _build/html in headless Chromium at 1280 and 390 px; screenshots in build/site/.
+site: $(STAMP) browser
+	$(PY) tests/site_check.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -99,7 +99,7 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # cross-entropy linearly in the margin, GCE and MAE only boundedly — the root of both MAE's
 # robustness to label noise and its notoriously slow training.
 
-# %%
+# %% mystnb={"figure": {"caption": "The comp-sum losses $\\ell_\\tau$ for several $\\tau$: as a function of the probability $p_y$ given to the true class (left), and of the margin $h_y - h_{\\text{other}}$ in the binary case (right). $\\tau=0$ is sum-exp, $\\tau=1$ cross-entropy, $\\tau=2$ MAE.", "name": "fig-01-losses"}, "image": {"alt": "Two line plots of the comp-sum loss for six values of tau, against the true-class probability and against the binary margin."}}
 fig = figures.losses_vs_probability([0.0, 0.5, 1.0, 1.5, 1.7, 2.0])
 
 # %% [markdown]
@@ -135,7 +135,7 @@ fig = figures.losses_vs_probability([0.0, 0.5, 1.0, 1.5, 1.7, 2.0])
 # formulas and unit-tested.) The left panel shows $T_\tau$, the right panel the bound
 # $\Gamma_\tau$ on log–log axes; solid, dashed and dotted lines are $n=2, 10, 100$.
 
-# %%
+# %% mystnb={"figure": {"caption": "The bound's transformation $T_\\tau(t)$ and its inverse $\\Gamma_\\tau(\\varepsilon)=T_\\tau^{-1}(\\varepsilon)$ (log–log) for class counts $n = 2, 10, 100$.", "name": "fig-01-transforms"}, "image": {"alt": "Two panels of curves: T_tau against t, and Gamma_tau against epsilon on log-log axes, for several tau and class counts."}}
 fig = figures.transforms([0.0, 0.5, 1.0, 1.5, 2.0])
 
 # %% [markdown]
@@ -154,12 +154,14 @@ fig = figures.transforms([0.0, 0.5, 1.0, 1.5, 2.0])
 t_grid = np.linspace(0.05, 0.95, 10)
 search = {tau: (t_grid, hc.calibration_gap_search(tau, 3, t_grid, seed=seed))
           for tau in (0.0, 0.5, 1.0, 1.5, 2.0)}
-fig = figures.calibration_check(search, n=3)
 ratios = {tau: est / hc.T(t, tau, 3) for tau, (t, est) in search.items()}
 display(Markdown(markdown_table(
     ["τ", "min over t of δ̂/T", "max over t of δ̂/T", "(n/2)^(τ−1) for τ∈(1,2)"],
     [[f"{tau:g}", f"{r.min():.4f}", f"{r.max():.4f}", f"{1.5 ** (tau - 1):.4f}"
       if 1 < tau < 2 else "–"] for tau, r in ratios.items()])))
+
+# %% mystnb={"figure": {"caption": "Numerical check of the recalled $T_\\tau$: the smallest surrogate regret found by searching all conditional distributions (dots) against the formula (line), one panel per $\\tau$, $n=3$.", "name": "fig-01-calibration"}, "image": {"alt": "Five small panels, one per tau, each comparing a line (the paper's T_tau) with dots (numerical infimum) against t."}}
+fig = figures.calibration_check(search, n=3)
 
 # %% [markdown]
 # For $\tau\le 1$ the search lands *on* the formula (ratio 1): the bound is valid and tight,
@@ -187,7 +189,7 @@ display(Markdown(markdown_table(
 # dependence on $n$ — with cross-entropy at the balance point. (Our notes identify this
 # quantity with the paper's gap expression; that identification is recalled, not verified.)
 
-# %%
+# %% mystnb={"figure": {"caption": "Left: the minimizability gap $\\Phi^\\tau((n-1)e^{-2\\Lambda})$ over $\\tau$ and the score bound $\\Lambda$ (log scale, $n=10$). Right: the best conditional risk $C^*_\\tau(p)$ for a binary problem.", "name": "fig-01-minimizability"}, "image": {"alt": "A heat map of the log minimizability gap over tau and Lambda, and line plots of the best conditional risk against p for several tau."}}
 fig = figures.minimizability([0.0, 0.5, 1.0, 1.5, 2.0])
 
 # %% [markdown]
@@ -211,10 +213,12 @@ for n in cfg.tab_classes:
                                 seed=seed)
         points[(n, tau)] = (s, z)
         violations.append([n, f"{tau:g}", len(s), f"{hc.check_bound(s, z, tau, n):.2e}"])
-fig = figures.bound_scatter(points, cfg.taus, cfg.tab_classes)
 display(Markdown(markdown_table(["n", "τ", "points", "max(0-1 excess − Γ_τ(τ-excess))"],
                                 violations)))
 max_violation = max(float(v[-1]) for v in violations)
+
+# %% mystnb={"figure": {"caption": "The H-consistency bounds at exact population points: 0-1 excess risk against $\\tau$-excess risk (dots, log–log) under the bound $\\Gamma_\\tau$ (line), one panel per class count $n$ and $\\tau$. Every dot lies on or below its line.", "name": "fig-01-bounds"}, "image": {"alt": "Twelve log-log scatter panels, for n = 2 and 10 and six values of tau, each with a cloud of points below a bound curve."}}
+fig = figures.bound_scatter(points, cfg.taus, cfg.tab_classes)
 
 # %% [markdown]
 # Every point lies under its curve (the table lists the largest gap, which must be ≤ 0). On
@@ -257,9 +261,11 @@ for task in cfg.tasks:
     cells = [f"{m:.3f} ± {s:.3f}" for m, s in (C.mean_std(acc[(task, tau)]) for tau in cfg.taus)]
     rows.append([task_names[task], *cells])
 display(Markdown(markdown_table(["task", *[figures.tau_label(t) for t in cfg.taus]], rows)))
+
+# %% mystnb={"figure": {"caption": "Test accuracy against $\\tau$ (mean ± std over seeds), one line per task.", "name": "fig-01-accuracy-tau"}, "image": {"alt": "Line plot of test accuracy against tau with error bars, one line per task."}}
 fig = figures.accuracy_vs_tau(loss_specs, loss_results, cfg.tasks, task_names)
 
-# %%
+# %% mystnb={"figure": {"caption": "Test accuracy over epochs, one panel per task, one line per $\\tau$ (mean over seeds).", "name": "fig-01-learning-curves"}, "image": {"alt": "Panels of learning curves, test accuracy against epoch, one line per tau."}}
 fig = figures.learning_curves(loss_specs, loss_results, cfg.tasks, task_names)
 
 # %% [markdown]
@@ -305,7 +311,6 @@ ch.claim("gce_noise", "GCE (τ=1.7) beats CE under 40% symmetric label noise [co
          paper="not a claim of this paper: the motivation of GCE (Zhang & Sabuncu, 2018)",
          ours=f"GCE − CE = {noisy[0]:+.3f} ± {noisy[1]:.3f}" if noisy else "not run",
          holds=(noisy[0] > 0) if noisy else None)
-ch.claims_table()
 
 # %% [markdown]
 # ## 5. Smooth adversarial comp-sum losses
@@ -354,6 +359,8 @@ display(Markdown(markdown_table(
     ["method", "weight", "clean accuracy", f"PGD-{cfg.adv_eval_steps} accuracy"],
     [[m, f"{w:g}", "{:.3f} ± {:.3f}".format(*v["clean"]), "{:.3f} ± {:.3f}".format(*v["robust"])]
      for (m, w), v in front.items()])))
+
+# %% mystnb={"figure": {"caption": "Clean against PGD-20 robust accuracy for ADV-COMP-SUM, TRADES and PGD adversarial training at each trade-off weight (mean ± std over seeds).", "name": "fig-01-pareto"}, "image": {"alt": "Scatter plot of robust accuracy against clean accuracy with error bars, one marker series per adversarial training method."}}
 fig = figures.pareto(front, cfg.adv_eps, cfg.adv_eval_steps)
 
 # %% [markdown]

@@ -60,7 +60,7 @@ from IPython.display import Markdown, display
 import lossbook
 from lossbook.chapters import dhkd as C
 from lossbook.chapters import dhkd_figures as figures
-from lossbook.claims import markdown_table
+from lossbook.claims import code, markdown_table
 
 ch = lossbook.start("02_dhkd", preset=preset, seed=seed, device=device, overrides=overrides)
 cpu_at_start = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF,
@@ -82,8 +82,10 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # cannot tell them apart. **BinaryKL** treats every class as its own Bernoulli variable:
 #
 # $$
-# \mathcal{L}_{\mathrm{BKL}} = \frac{T^2}{N}\sum_{i}\sum_{k}\mathrm{KL}\big(\mathrm{Bern}(\sigma(t_{ik}/T))
-# \,\big\|\,\mathrm{Bern}(\sigma(s_{ik}/T))\big),\qquad T=2 .
+# \begin{aligned}
+# \mathcal{L}_{\mathrm{BKL}} &= \frac{T^2}{N}\sum_{i}\sum_{k}\mathrm{KL}\big(\mathrm{Bern}(\sigma(t_{ik}/T))
+# \,\big\|\,\mathrm{Bern}(\sigma(s_{ik}/T))\big), & T&=2 .
+# \end{aligned}
 # $$
 #
 # Both follow the official code (`DistillKL`, `BinaryKL`: summed over classes, averaged over the
@@ -99,7 +101,7 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # Below: the two logit vectors through softmax and through per-class sigmoids, and each loss as
 # the student's logits are shifted away from the teacher's by a constant $c$.
 
-# %%
+# %% mystnb={"figure": {"caption": "Shift invariance, the paper's Fig. 1(a): the logits $[2,3,4]$ and $[-2,-1,0]$ have the same softmax but different sigmoids, so BinaryKL sees them as different while KD does not.", "name": "fig-02-shift"}, "image": {"alt": "Three bar panels comparing two logit vectors, their softmax probabilities and their sigmoid probabilities."}}
 fig = figures.shift_invariance(cfg.kd_T, cfg.bkl_T)
 
 # %% [markdown]
@@ -109,9 +111,11 @@ fig = figures.shift_invariance(cfg.kd_T, cfg.bkl_T)
 # **BinaryKL-Norm**: the KL between a fair coin and the sigmoid of the logit *difference*,
 #
 # $$
-# \mathcal{L}_{\mathrm{BKLN}} = \frac{T^2}{N}\sum_{i,k}\mathrm{KL}\big(\mathrm{Bern}(\tfrac12)\,\big\|\,
-# \mathrm{Bern}(\sigma((s_{ik}-t_{ik})/T))\big)
-# = \frac{T^2}{N}\sum_{i,k}\log\cosh\frac{s_{ik}-t_{ik}}{2T}.
+# \begin{aligned}
+# \mathcal{L}_{\mathrm{BKLN}} &= \frac{T^2}{N}\sum_{i,k}\mathrm{KL}\big(\mathrm{Bern}(\tfrac12)\,\big\|\,
+# \mathrm{Bern}(\sigma((s_{ik}-t_{ik})/T))\big)\\
+# &= \frac{T^2}{N}\sum_{i,k}\log\cosh\frac{s_{ik}-t_{ik}}{2T}.
+# \end{aligned}
 # $$
 #
 # (The identity follows from $\log\sigma(x)+\log\sigma(-x) = -2\log(2\cosh\tfrac x2)$; it is
@@ -120,7 +124,7 @@ fig = figures.shift_invariance(cfg.kd_T, cfg.bkl_T)
 # with a gradient $(T/2)\tanh(\Delta/2T)$ that never exceeds $T/2$ per logit — a Huber-like
 # cousin of the plain logit MSE of {cite:t}`ba2014deep`.
 
-# %%
+# %% mystnb={"figure": {"caption": "BinaryKL-Norm per logit, $T^2\\log\\cosh(\\Delta/2T)$: quadratic (MSE, $\\Delta^2/8$) near zero and linear (L1, $(T/2)|\\Delta|$) far out, for several temperatures.", "name": "fig-02-bkln"}, "image": {"alt": "Two panels plotting the BinaryKL-Norm loss against the logit difference, with its quadratic and linear limits."}}
 fig = figures.bkln_regression(cfg.bkl_T)
 
 # %% [markdown]
@@ -133,7 +137,7 @@ fig = figures.bkln_regression(cfg.bkl_T)
 # BinaryKL-Norm and KD pull it back once it passes the teacher's. A student trained by CE into
 # the terminal phase — logits growing without bound — is exactly where they fight.
 
-# %%
+# %% mystnb={"figure": {"caption": "Per-logit gradients of CE, KD and BinaryKL (left), and their gradients on the true-class logit as it grows (right).", "name": "fig-02-logit-gradients"}, "image": {"alt": "Two panels of gradient values: per logit for three losses, and against the true-class logit."}}
 fig = figures.logit_gradients(cfg.kd_T, cfg.bkl_T)
 
 # %% [markdown]
@@ -155,7 +159,7 @@ fig = figures.logit_gradients(cfg.kd_T, cfg.bkl_T)
 # knowledge dilutes it (solid). So the theory predicts a conflict that is *stronger* in the head
 # than in the backbone — strongest for BinaryKL — not one confined to the head.
 
-# %%
+# %% mystnb={"figure": {"caption": "Exact cosines between the gradients of CE and of the distillation loss at a neural-collapse point, on the classifier head and on the features.", "name": "fig-02-collapse-conflict"}, "image": {"alt": "Two panels of gradient cosine curves sharing a y axis, for the head and for the features."}}
 fig = figures.collapse_conflict(kd_T=cfg.kd_T, bkl_T=cfg.bkl_T)
 
 # %% [markdown]
@@ -268,7 +272,7 @@ display(Markdown(markdown_table(["setting", "pair", "method",
 #
 # Every method per setting (dots: seeds; bar: mean ± std; dashed line: CE).
 
-# %%
+# %% mystnb={"figure": {"caption": "Test accuracy of every method in each setting: every seed (dots) and mean ± std (bar), with the teacher's accuracy for reference.", "name": "fig-02-ablation"}, "image": {"alt": "Horizontal bar charts of test accuracy per method, one panel per setting, with seed dots."}}
 teacher_acc = {s["data"]["setting"]: t["test_acc"] for s, t in zip(teacher_specs, teachers)}
 pair = cfg.pairs[0]
 fig = figures.accuracy_ablation(specs, results, cfg.settings, pair, teacher_acc)
@@ -278,7 +282,7 @@ fig = figures.accuracy_ablation(specs, results, cfg.settings, pair, teacher_acc)
 # loss on the CE head, green bars on a second head (for BinaryKL-Norm, the green bar is DHKD).
 # The dashed line is KD's gain.
 
-# %%
+# %% mystnb={"figure": {"caption": "The 2×2 ablation — loss (BinaryKL, BinaryKL-Norm) × number of heads (1, 2) — as accuracy gains over CE, one panel per setting.", "name": "fig-02-loss-head"}, "image": {"alt": "Panels of gains over cross-entropy for four combinations of loss and head count, one panel per setting."}}
 fig = figures.loss_vs_head(specs, results, cfg.settings, pair)
 
 
@@ -317,7 +321,7 @@ display(Markdown(markdown_table(
 # backbone's parameters, along the training of the one-head CE+BinaryKL students (line: mean
 # over seeds; band: min–max; dashed: training accuracy, right axis).
 
-# %%
+# %% mystnb={"figure": {"caption": "Cosine between the CE and BinaryKL gradients on the head and on the backbone along training, for the one-head student, one panel per setting.", "name": "fig-02-gradient-conflict"}, "image": {"alt": "Line plots of gradient cosine against training step, for head and backbone, one panel per setting."}}
 fig = figures.gradient_conflict(specs, results, cfg.settings, pair)
 
 # %% [markdown]
@@ -326,7 +330,7 @@ fig = figures.gradient_conflict(specs, results, cfg.settings, pair)
 # collapse — and the CE head's logit norm, for CE, KD, the one-head CE+BinaryKL student and
 # DHKD.
 
-# %%
+# %% mystnb={"figure": {"caption": "Neural-collapse variability NC1 (top) and the CE head's logit norm (bottom) along training, one column per setting.", "name": "fig-02-collapse-dynamics"}, "image": {"alt": "A two-row grid of training curves: NC1 variability and logit norm against step, one column per setting."}}
 fig = figures.collapse_dynamics(specs, results, cfg.settings, pair)
 
 # %%
@@ -524,7 +528,7 @@ display(Markdown(
 
 # %%
 display(Markdown(markdown_table(["parameter", "value"],
-                                [[k, f"`{v}`"] for k, v in dataclasses.asdict(cfg).items()])))
+                                [[k, code(v)] for k, v in dataclasses.asdict(cfg).items()])))
 
 # %%
 ch.finish()

@@ -36,10 +36,10 @@
 #
 # | Statement | Status here | How |
 # |---|---|---|
-# | H g = ‖g‖ ∇‖g‖, so HGP needs no Hessian | verified | section 1, to machine precision |
-# | Head Hessian = E[A ⊗ φ̃φ̃ᵀ], label-free; gradient = E[(p − e_y) ⊗ φ̃] | verified | section 1, against autograd |
-# | Hutchinson's estimate is unbiased with error ∝ 1/√S | verified | section 1, against the exact variance |
-# | ‖H_S − H_T‖₂ bounds the transfer measure | not verified | abstract only; section 1 gives a Taylor-expansion reading |
+# | $Hg = \lVert g\rVert\,\nabla\lVert g\rVert$, so HGP needs no Hessian | verified | section 1, to machine precision |
+# | Head Hessian $=\mathbb{E}[A\otimes\tilde\varphi\tilde\varphi^\top]$, label-free; gradient $=\mathbb{E}[(p-e_y)\otimes\tilde\varphi]$ | verified | section 1, against autograd |
+# | Hutchinson's estimate is unbiased with error $\propto 1/\sqrt{S}$ | verified | section 1, against the exact variance |
+# | $\lVert H_S - H_T\rVert_2$ bounds the transfer measure | not verified | abstract only; section 1 gives a Taylor-expansion reading |
 # | HGP/Hutchinson ≫ ERM under correlation shift, ≈ V-REx/Fishr | tested | section 3, Colored MNIST-1D |
 # | Hessian alignment lowers the Hessian distance, which tracks OOD accuracy | tested | section 3 |
 # | Label shift; small gains under diversity shift | tested at the `extended` preset | sections 4–5 |
@@ -70,15 +70,18 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # %% [markdown]
 # ## 1. The theory in brief, checked exactly
 #
-# Split a network into features φ(x) ∈ ℝᵈ and a linear head θ_h = (W, b), and write φ̃ = [φ; 1].
-# For environment e, let L_e be its mean cross-entropy, g_e = ∇_{θ_h} L_e and
-# H_e = ∇²_{θ_h} L_e. For the softmax head (and its one-logit logistic version, used on Colored
-# MNIST) both have closed forms:
+# Split a network into features $\varphi(x)\in\mathbb{R}^d$ and a linear head
+# $\theta_h = (W, b)$, and write $\tilde\varphi = [\varphi; 1]$. For environment $e$, let $L_e$
+# be its mean cross-entropy, $g_e = \nabla_{\theta_h} L_e$ and $H_e = \nabla^2_{\theta_h} L_e$.
+# For the softmax head (and its one-logit logistic version, used on Colored MNIST) both have
+# closed forms:
 #
 # $$
-# g_e = \mathbb{E}_e\big[(p - e_y)\otimes\tilde\varphi\big],\qquad
-# H_e = \mathbb{E}_e\big[(\operatorname{diag}p - pp^\top)\otimes\tilde\varphi\tilde\varphi^\top\big]
-# \quad(\text{logistic: } \sigma(z)(1-\sigma(z))\,\tilde\varphi\tilde\varphi^\top).
+# \begin{aligned}
+# g_e &= \mathbb{E}_e\big[(p - e_y)\otimes\tilde\varphi\big],\\
+# H_e &= \mathbb{E}_e\big[(\operatorname{diag}p - pp^\top)\otimes\tilde\varphi\tilde\varphi^\top\big]
+# \quad\big(\text{logistic: } \sigma(z)(1-\sigma(z))\,\tilde\varphi\tilde\varphi^\top\big).
+# \end{aligned}
 # $$
 #
 # These make the paper's "what gets aligned" argument concrete. Matching **gradients** across
@@ -87,23 +90,31 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # features, and the Hessian does not involve the labels at all: with near-constant confidence it
 # is feature-covariance matching (CORAL), and near the optimum it is the Fisher information,
 # whose diagonal Fishr matches through gradient variances. The paper's bound says that if a head
-# is near-optimal on the source, a target's excess risk is controlled by ‖H_S − H_T‖₂ (we have
-# the statement from the abstract only). A second-order expansion shows why: for a head θ* + δ,
-# the target-minus-source change of loss is (g_T − g_S)ᵀδ + ½ δᵀ(H_T − H_S)δ + o(‖δ‖²), at most
-# ‖g_T − g_S‖‖δ‖ + ½‖H_T − H_S‖₂‖δ‖² — so aligning both gradients and Hessians is what keeps
-# losses transferable. The test environment is unavailable in training, so both methods align
+# is near-optimal on the source, a target's excess risk is controlled by
+# $\lVert H_S - H_T\rVert_2$ (we have the statement from the abstract only). A second-order
+# expansion shows why: for a head $\theta^* + \delta$, the target-minus-source change of loss is
+#
+# $$
+# \begin{aligned}
+# &(g_T - g_S)^\top\delta + \tfrac12\,\delta^\top(H_T - H_S)\,\delta + o(\lVert\delta\rVert^2)\\
+# &\qquad\le \lVert g_T - g_S\rVert\,\lVert\delta\rVert
+#   + \tfrac12\lVert H_T - H_S\rVert_2\,\lVert\delta\rVert^2 + o(\lVert\delta\rVert^2),
+# \end{aligned}
+# $$
+#
+# so aligning both gradients and Hessians is what keeps losses transferable. The test environment is unavailable in training, so both methods align
 # the *training* environments to their mean.
 #
-# **HGP** never forms a Hessian. Since ∇‖g‖ = Hg/‖g‖,
+# **HGP** never forms a Hessian. Since $\nabla\lVert g\rVert = Hg/\lVert g\rVert$,
 #
 # $$ H_e g_e = \lVert g_e\rVert\,\nabla_{\theta_h}\lVert g_e\rVert, $$
 #
 # two backward passes instead of one per head parameter. **Hutchinson** estimates the Hessian
-# diagonal with random sign vectors z_s {cite}`hutchinson1989trace`: $\widehat{\operatorname{diag}H} = \frac1S\sum_s
+# diagonal with random sign vectors $z_s$ {cite}`hutchinson1989trace`: $\widehat{\operatorname{diag}H} = \frac1S\sum_s
 # z_s\odot Hz_s$, each $Hz_s$ one Hessian-vector product. Three exact, training-free checks
 # follow (random tanh features, random heads, double precision unless stated).
 
-# %%
+# %% mystnb={"figure": {"caption": "HGP's identity $H g = \\lVert g\\rVert\\,\\nabla\\lVert g\\rVert$: its relative error against the explicit Hessian–gradient product (left) and the cost of avoiding the Hessian (right).", "name": "fig-03-identity"}, "image": {"alt": "Two panels: relative error of the identity, and computation time with and without forming the Hessian."}}
 identity_rows = C.identity_check(cfg.identity_dims, cfg.identity_classes,
                                  cfg.identity_max_params, seed=seed)
 fig = figures.identity(identity_rows)
@@ -111,11 +122,11 @@ fig = figures.identity(identity_rows)
 # %% [markdown]
 # The identity holds to machine precision in both float32 and float64 (dotted lines: machine ε),
 # whether compared with an explicit double-backward Hessian-vector product or with the Hessian
-# formed row by row (the official `eval_hessian`) and multiplied by g. The right panel is the
+# formed row by row (the official `eval_hessian`) and multiplied by $g$. The right panel is the
 # point of HGP: its cost does not grow with the number of head parameters, while forming the
 # Hessian needs one backward pass per parameter.
 
-# %%
+# %% mystnb={"figure": {"caption": "The closed-form head Hessian (Kronecker structure) against autograd: the closed form for 3 classes and $d=6$, its absolute difference from autograd, and the relative errors of Hessian and gradient for all heads tested.", "name": "fig-03-closed-form"}, "image": {"alt": "Two heat maps, the closed-form Hessian and its log difference from autograd, and a plot of relative errors near machine precision."}}
 closed = C.closed_form_check(seed=seed)
 fig = figures.closed_form(closed)
 
@@ -134,7 +145,6 @@ for classes, d, title in ((4, 16, "4-class head, 68 parameters"),
                                seed=seed)
     check["title"] = title
     hutch_checks.append(check)
-fig = figures.hutchinson(hutch_checks, {"official CMNIST (150)": 150, "DomainBed (300)": 300})
 slopes = [C.loglog_slope(c["probes"], np.mean(c["errors"], 1)) for c in hutch_checks]
 ratios = [np.mean(c["errors"], 1) / np.array(c["predicted"]) for c in hutch_checks]
 display(Markdown(markdown_table(
@@ -144,16 +154,19 @@ display(Markdown(markdown_table(
       f"{np.interp(150, c['probes'], np.mean(c['errors'], 1)):.3f}"]
      for c, s, r in zip(hutch_checks, slopes, ratios)])))
 
+# %% mystnb={"figure": {"caption": "Hutchinson's estimate of the Hessian diagonal: relative error against the number of probes, with the exact $1/\\sqrt{S}$ prediction; the official CMNIST (150) and DomainBed (300) probe counts are marked.", "name": "fig-03-hutchinson"}, "image": {"alt": "Log-log plots of relative error against the number of probes, with a predicted line and marked probe counts."}}
+fig = figures.hutchinson(hutch_checks, {"official CMNIST (150)": 150, "DomainBed (300)": 300})
+
 # %% [markdown]
 # Hutchinson's estimate is unbiased; for Rademacher probes its mean squared error is exactly
-# $\frac1S\sum_i\sum_{j\neq i}H_{ij}^2$, so the relative error falls as 1/√S (orange line, no
+# $\frac1S\sum_i\sum_{j\neq i}H_{ij}^2$, so the relative error falls as $1/\sqrt{S}$ (orange line, no
 # fitted constant). The measured error follows it. At the official 150 probes the estimate is
 # still 11–20 % off for these two heads (last column; more for the binary head, whose features
-# are strongly correlated), and the alignment penalty ‖D̂_e − D̂‖² inherits that noise.
+# are strongly correlated), and the alignment penalty $\lVert\hat D_e - \hat D\rVert^2$ inherits that noise.
 #
 # Verdict rules for these checks, fixed in advance: the identity and the closed forms hold if the
-# largest float64 relative error is below 10⁻¹²; the 1/√S law holds if the fitted log–log slope
-# is within ±0.1 of −½ and the measured mean error is within 0.8–1.1 × the exact prediction at
+# largest float64 relative error is below $10^{-12}$; the $1/\sqrt{S}$ law holds if the fitted
+# log–log slope is within ±0.1 of $-\tfrac12$ and the measured mean error is within 0.8–1.1 × the exact prediction at
 # every S ≥ 10 (the mean of a norm is slightly below its root mean square).
 
 # %%
@@ -191,14 +204,14 @@ ch.claim("hutchinson_rate", "Hutchinson's diagonal error falls as 1/√S",
 # | method | penalty (two training environments, script form) | source |
 # |---|---|---|
 # | ERM | none | – |
-# | IRM | mean_e ‖∇_{w\|w=1} L_e(w·z)‖² (IRMv1) | CMNIST scripts |
-# | V-REx | (L₀ − L₁)² | CMNIST scripts |
-# | Fishr | Σ_e ‖Var_e[∇_{θh} ℓ] − mean‖² (per-example head gradients) | CMNIST scripts |
-# | HGP | Σ_e ‖H_e g_e − H̄ḡ‖² + ‖g_e − ḡ‖² | `cmnist_HGP.py` |
-# | Hutchinson | Σ_e ‖D̂_e − D̂(L̄)‖² + ‖g_e − ḡ‖², S = 150 | `cmnist_Hutchinson.py` |
+# | IRM | $\operatorname{mean}_e \lVert\nabla_{w \mid w=1} L_e(w\cdot z)\rVert^2$ (IRMv1) | CMNIST scripts |
+# | V-REx | $(L_0 - L_1)^2$ | CMNIST scripts |
+# | Fishr | $\sum_e \lVert \operatorname{Var}_e[\nabla_{\theta_h}\ell] - \text{mean}\rVert^2$ (per-example head gradients) | CMNIST scripts |
+# | HGP | $\sum_e \lVert H_e g_e - \bar H\bar g\rVert^2 + \lVert g_e - \bar g\rVert^2$ | `cmnist_HGP.py` |
+# | Hutchinson | $\sum_e \lVert \hat D_e - \hat D(\bar L)\rVert^2 + \lVert g_e - \bar g\rVert^2$, $S = 150$ | `cmnist_Hutchinson.py` |
 # | CORAL | mean over pairs of mean-squared differences of feature means and covariances | DomainBed |
 #
-# Here H̄ḡ and D̂(L̄) belong to the *mean* loss L̄ = mean_e L_e, not to the mean of the
+# Here $\bar H\bar g$ and $\hat D(\bar L)$ belong to the *mean* loss $\bar L = \operatorname{mean}_e L_e$, not to the mean of the
 # per-environment terms, exactly as in the code. The DomainBed versions (section 5) weight the
 # two parts by α and β (HGP 10⁻⁴ and 5·10⁻³, Hutchinson 10⁻³ and 5·10⁻³), detach the mean terms,
 # average over environments and use 300 probes:
@@ -233,7 +246,7 @@ ch.claim("hutchinson_rate", "Hutchinson's diagonal error falls as 1/√S",
 # environment split. Fishr's per-example head gradients, which the scripts get from BackPACK,
 # are computed in closed form (unit-tested against per-example autograd).
 
-# %%
+# %% mystnb={"figure": {"caption": "The coloured environments: example inputs (red and green channels) and, per environment, the accuracy of the best predictor that uses colour alone or shape alone.", "name": "fig-03-environments"}, "image": {"alt": "Example inputs shown as red and green channels, and a bar chart of colour-only and shape-only accuracy per environment."}}
 envs = C.environments(C.cmnist_specs(cfg, seed, ch.device)[0])
 fig = figures.environments(envs, cfg.train_e, cfg.test_e)
 
@@ -263,11 +276,11 @@ fig = figures.environments(envs, cfg.train_e, cfg.test_e)
 # - *≫ ERM*: HGP's and Hutchinson's mean test accuracy each exceed ERM's by at least 15 points
 #   (the research note's reproduction rule);
 # - *comparable to V-REx/Fishr*: each is at least the better of V-REx and Fishr minus 5 points;
-# - *alignment lowers the Hessian distance*: the final ‖H₀ − H₁‖_F between the two training
+# - *alignment lowers the Hessian distance*: the final $\lVert H_0 - H_1\rVert_F$ between the two training
 #   environments is lower for HGP and for Hutchinson than for ERM (restart means);
 # - *the distance tracks OOD accuracy*: across all final models (every method, weight and
-#   restart; the oracle excluded), the Spearman correlation between ‖H₀ − H₁‖_F and test
-#   accuracy is ≤ −0.5. We also show the train-to-test spectral distance ‖H̄_train − H_test‖₂
+#   restart; the oracle excluded), the Spearman correlation between $\lVert H_0 - H_1\rVert_F$ and test
+#   accuracy is ≤ −0.5. We also show the train-to-test spectral distance $\lVert \bar H_{\text{train}} - H_{\text{test}}\rVert_2$
 #   — the quantity in the paper's bound, computable because head Hessians need no labels.
 
 # %%
@@ -298,6 +311,8 @@ for m in methods:
 display(Markdown(markdown_table(
     ["method", "selected weight", "train", "held-out train", "test", "gray",
      "test, official weight", "test, oracle"], rows)))
+
+# %% mystnb={"figure": {"caption": "Train, test and gray accuracy per method (mean ± std over restarts), one panel per model-selection rule.", "name": "fig-03-accuracy"}, "image": {"alt": "Grouped bar charts of train, test and gray accuracy for each method, one panel per selection rule."}}
 fig = figures.accuracy_bars(summary, methods, rules)
 
 # %% [markdown]
@@ -312,7 +327,7 @@ fig = figures.accuracy_bars(summary, methods, rules)
 # shape-driven. (MNIST-1D shape needs a nonlinear, translation-tolerant detector, which a small
 # MLP builds slowly; colour is an energy-per-channel cue it finds in a few steps.)
 
-# %%
+# %% mystnb={"figure": {"caption": "Held-out training-environment accuracy (left) and test accuracy (right) against the penalty weight, per method.", "name": "fig-03-weight-sweep"}, "image": {"alt": "Two line plots of accuracy against penalty weight on a log axis, one line per method."}}
 fig = figures.weight_sweep(finals, [m for m in cfg.methods if m != "erm"])
 
 # %% [markdown]
@@ -321,7 +336,7 @@ fig = figures.weight_sweep(finals, [m for m in cfg.methods if m != "erm"])
 # training environments reward — while on the test environment it gains. Training-domain
 # validation therefore picks the smallest weight for every method.
 
-# %%
+# %% mystnb={"figure": {"caption": "Along training: test accuracy, the two head-Hessian distances between environments, and the Hessian's size, per method at its official weight.", "name": "fig-03-training-curves"}, "image": {"alt": "Four panels of training curves per method: test accuracy, two Hessian distances and Hessian norm."}}
 curve_methods = [m for m in cfg.methods if m in finals]
 fig = figures.training_curves(histories, {m: chosen[m]["official"] for m in curve_methods},
                               curve_methods, cfg.anneal_iters)
@@ -333,11 +348,11 @@ fig = figures.training_curves(histories, {m: chosen[m]["official"] for m in curv
 # climb more gradually, and Hutchinson — its penalty measured through noisy diagonal estimates
 # — is slowest and still rising at step 501. The Hessian panels do not move with test
 # accuracy. Hutchinson drives both distances down fastest, but mostly by shrinking the head
-# Hessian itself (right panel: ‖H̄‖ ends ~3× below ERM's; a logistic head's Hessian is small
-# where the model is confident), while V-REx and IRM *raise* ‖H₀ − H₁‖ after annealing and gain
+# Hessian itself (right panel: $\lVert\bar H\rVert$ ends ~3× below ERM's; a logistic head's Hessian is small
+# where the model is confident), while V-REx and IRM *raise* $\lVert H_0 - H_1\rVert$ after annealing and gain
 # the most.
 
-# %%
+# %% mystnb={"figure": {"caption": "Final head-Hessian distances between the training environments against test accuracy, every run (colours: methods).", "name": "fig-03-distance-ood"}, "image": {"alt": "Two scatter plots of test accuracy against Hessian distance, coloured by method."}}
 points = {m: [r for w in finals[m] for r in finals[m][w]] for m in cfg.methods if m in finals}
 everything = [r for runs in points.values() for r in runs]
 rho = {key: C.spearman([r[key] for r in everything], [r["test"] for r in everything])
@@ -408,7 +423,6 @@ if cfg.label_shift:
           fmt(ls_summary[m]["train-domain"]["test"]), fmt(ls_summary[m]["train-domain"]["gray"]),
           fmt(ls_summary[m]["official"]["test"]), fmt(ls_summary[m]["oracle"]["test"])]
          for m in methods])))
-    fig = figures.accuracy_bars(ls_summary, methods, rules)
     ls_erm = ls_summary["erm"]["train-domain"]["test"][0]
     ls_ours = {m: ls_summary[m]["train-domain"]["test"][0] for m in ("hgp", "hutchinson")}
     ch.claim("label_shift_vs_erm", "HGP and Hutchinson ≫ ERM under label shift",
@@ -423,6 +437,10 @@ else:
     ch.claim("label_shift_vs_erm", "HGP and Hutchinson ≫ ERM under label shift",
              paper="promising performance under label shift (values unseen)",
              ours="runs at the extended preset", holds=None)
+
+# %% mystnb={"figure": {"caption": "With label shift added: train, test and gray accuracy per method (mean ± std over restarts), one panel per selection rule.", "name": "fig-03-label-shift"}, "image": {"alt": "Grouped bar charts of accuracy per method under label shift, one panel per selection rule."}}
+if cfg.label_shift:
+    fig = figures.accuracy_bars(ls_summary, methods, rules)
 
 # %% [markdown]
 # ## 5. Diversity shift: leave one MNIST-1D domain out
@@ -448,7 +466,6 @@ if cfg.diversity:
         ["method", *domains_, "average"],
         [[figures.label(m), *[fmt(C.mean_std(dv_table[m][d])) for d in domains_],
           f"{100 * averages[m]:.1f}"] for m in dv_methods])))
-    fig = figures.diversity(dv_table, dv_methods, domains_)
     gains = {m: averages[m] - averages["erm"] for m in ("hgp", "hutchinson") if m in averages}
     ch.claim("diversity_small_gain", "Under diversity shift the gain over ERM is small",
              paper="small gains on DomainBed (values unseen)",
@@ -460,6 +477,10 @@ else:
     ch.claim("diversity_small_gain", "Under diversity shift the gain over ERM is small",
              paper="small gains on DomainBed (values unseen)",
              ours="runs at the extended preset", holds=None)
+
+# %% mystnb={"figure": {"caption": "Leave-one-domain-out test accuracy per held-out domain (mean ± std over restarts), per method.", "name": "fig-03-diversity"}, "image": {"alt": "Grouped bar chart of test accuracy per held-out domain and method."}}
+if cfg.diversity:
+    fig = figures.diversity(dv_table, dv_methods, domains_)
 
 # %% [markdown]
 # ## 6. Paper versus ours
@@ -502,7 +523,7 @@ ch.claims_table()
 # %% [markdown]
 # **Reading the verdicts.**
 #
-# - *Theory.* The identity behind HGP, the closed-form head Hessian and Hutchinson's 1/√S law
+# - *Theory.* The identity behind HGP, the closed-form head Hessian and Hutchinson's $1/\sqrt{S}$ law
 #   hold exactly: HGP really is two backward passes, and the head Hessian really is a
 #   label-free, confidence-weighted feature second moment.
 # - *Correlation shift.* In our Colored MNIST-1D every penalty beats ERM, but by 4–11 points
@@ -514,7 +535,7 @@ ch.claims_table()
 #   *every* method (colour is genuinely more predictive in the training environments — the
 #   DomainBed finding for Colored MNIST, not a property of HGP), and the analogue's shape
 #   feature is weaker than MNIST's, which caps every method well below the published 65–70 %.
-# - *Hessian distance.* HGP and Hutchinson do end with smaller ‖H₀ − H₁‖ than ERM (Hutchinson
+# - *Hessian distance.* HGP and Hutchinson do end with smaller $\lVert H_0 - H_1\rVert$ than ERM (Hutchinson
 #   largely by shrinking the Hessian), but across methods the distance does not track OOD
 #   accuracy — neither between training environments nor, in the bound's form, between training
 #   and test.

@@ -77,11 +77,12 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # with positive $p(a)$ and negatives $k$,
 #
 # $$
-# \ell_a = -\log\frac{e^{s\,\psi(c_{a,p(a)})}}{e^{s\,\psi(c_{a,p(a)})} + \sum_{k} e^{s\,c_{a,k}}},
-# \qquad
-# \psi(c) = \begin{cases} c & \text{no margin}\\ c - m & \text{AM}\\
+# \begin{aligned}
+# \ell_a &= -\log\frac{e^{s\,\psi(c_{a,p(a)})}}{e^{s\,\psi(c_{a,p(a)})} + \sum_{k} e^{s\,c_{a,k}}},\\[4pt]
+# \psi(c) &= \begin{cases} c & \text{no margin,}\\ c - m & \text{AM,}\\
 # \cos(\theta + m) \text{ if } c > \cos(\pi - m), \text{ else } c - m\sin m & \text{AAM.}
 # \end{cases}
+# \end{aligned}
 # $$
 #
 # - **NT-Xent** (non-symmetric): the $N$ first views are the anchors and the $N$ second views the
@@ -122,7 +123,7 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # We record the mean $p_a$ of each trained model (on one batch of training views) to see where
 # our runs sit.
 
-# %%
+# %% mystnb={"figure": {"caption": "The margin transforms $s\\,\\psi(\\cos\\theta)$ of AM and AAM over $\\theta\\in[0,\\pi]$ (left) and the slope $d\\psi/d\\cos\\theta$ that backpropagation sees (right).", "name": "fig-04-margins"}, "image": {"alt": "Two panels of curves for several additive and additive-angular margins: the transformed score and its slope against the angle."}}
 fig = figures.margin_transforms(cfg.am_margins, cfg.aam_margins + cfg.aam_large_margins,
                                 cfg.scales[0])
 
@@ -132,7 +133,7 @@ fig = figures.margin_transforms(cfg.am_margins, cfg.aam_margins + cfg.aam_large_
 # negatives"). At the paper's batch of 256 utterances that is 512 anchors with 510 negatives each
 # instead of 256 with 255.
 
-# %%
+# %% mystnb={"figure": {"caption": "Anchors, positive pairs and negative pairs per batch for NT-Xent and its symmetric version SNT-Xent, against the batch size.", "name": "fig-04-pairs"}, "image": {"alt": "Two log-log line plots of pair counts against batch size for NT-Xent and SNT-Xent."}}
 fig = figures.pair_counts(np.unique(np.geomspace(2, 1024, 40).astype(int)))
 
 # %% [markdown]
@@ -154,7 +155,7 @@ fig = figures.pair_counts(np.unique(np.geomspace(2, 1024, 40).astype(int)))
 # both have closed forms ($\mathrm{EER} = \Phi(-d'/2)$; minDCF by minimising over the threshold).
 # Our implementation, run on 40,000 sampled scores, lands on them:
 
-# %%
+# %% mystnb={"figure": {"caption": "Check of the metrics: closed-form EER and minDCF of equal-variance Gaussian scores (lines) against our estimates on samples (dots).", "name": "fig-04-gaussian"}, "image": {"alt": "Two panels comparing closed-form and sampled EER and minDCF against the score separation d-prime."}}
 rng = np.random.default_rng(seed)
 d_primes = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
 empirical = {}
@@ -225,7 +226,6 @@ calib, results = C.sweep_once(ch, calib_specs, specs, desc="all runs")
 every = list({id(r): r for r in calib + results}.values())  # distinct runs
 levels = [s["nuisance"] for s in calib_specs]
 if levels:
-    fig = figures.calibration(levels, calib, cfg.nuisance)
     ok = [lv for lv, r in zip(levels, calib) if r["eer"] is not None and r["eer"] <= 10]
     rule_pick = max(ok) if ok else None
     display(Markdown(markdown_table(
@@ -234,6 +234,10 @@ if levels:
     print(f"rule picks λ = {rule_pick}; the preset uses λ = {cfg.nuisance:g}"
           + ("" if rule_pick == cfg.nuisance else
              "  <-- differs: a preset that was not calibrated (smoke) or needs recalibration"))
+
+# %% mystnb={"figure": {"caption": "Calibration of the synthetic task: the baseline's EER against the generator's nuisance level, with the target band the level was chosen for.", "name": "fig-04-calibration"}, "image": {"alt": "Line plot of equal error rate against nuisance level with a shaded target band."}}
+if levels:
+    fig = figures.calibration(levels, calib, cfg.nuisance)
 
 # %% [markdown]
 # ## 4. Verdict rules (fixed before the comparison runs)
@@ -294,6 +298,8 @@ for key, runs in groups.items():
                  f"{diverged}/{len(runs)}" if diverged else "–"])
 display(Markdown(markdown_table(["s", "loss", "EER (%)", "minDCF", "score gap",
                                  "mean p(positive)", "diverged"], rows)))
+
+# %% mystnb={"figure": {"caption": "Seed-paired differences from SNT-Xent at the same scale $s$ — EER, minDCF and score gap — for every setting: each seed (dots) and the mean ± 2 standard errors.", "name": "fig-04-paired-deltas"}, "image": {"alt": "A grid of dot plots with error bars of differences from the baseline for each loss setting, rows EER, minDCF and score gap."}}
 fig = figures.paired_deltas(groups, by_scale)
 
 # %% [markdown]
@@ -304,7 +310,7 @@ fig = figures.paired_deltas(groups, by_scale)
 # curve further down-left is better, EER is where it crosses the diagonal and minDCF lives at
 # the far left.
 
-# %%
+# %% mystnb={"figure": {"caption": "DET curves (probit axes) of the main settings, false-negative rate averaged over seeds on a common false-positive grid.", "name": "fig-04-det"}, "image": {"alt": "DET curves for several loss settings on probit axes."}}
 s0 = cfg.scales[0]
 det_keys = [k for k in [("nt-xent", s0, 0.0), ("snt-xent", s0, 0.0), ("snt-xent-am", s0, 0.4),
                         ("snt-xent-aam", s0, 0.1), ("snt-xent-aam", s0, 0.3)] if k in groups]
@@ -315,7 +321,7 @@ if det_keys:
 # The paper's Fig. 4 shows the cosine scores of target and non-target trials without a margin and
 # with AM m = 0.4; the mean gap grew from 0.259 to 0.278. Ours, pooled over seeds:
 
-# %%
+# %% mystnb={"figure": {"caption": "Target and non-target cosine-score histograms (all seeds pooled) with the mean gap, for SNT-Xent and SNT-Xent with an additive margin.", "name": "fig-04-histograms"}, "image": {"alt": "Side-by-side histograms of target and non-target scores for two loss settings."}}
 hist_keys = [k for k in [("snt-xent", s0, 0.0), ("snt-xent-am", s0, 0.4)] if k in groups]
 if hist_keys:
     fig = figures.score_histograms(groups, hist_keys)
@@ -323,7 +329,7 @@ if hist_keys:
 # %% [markdown]
 # Training loss and EER along training (first seed) for the baselines and the AAM margins:
 
-# %%
+# %% mystnb={"figure": {"caption": "Training loss and test EER along training (first seed of each setting).", "name": "fig-04-training"}, "image": {"alt": "Two panels of training curves: loss and equal error rate against epoch, one line per setting."}}
 curve_keys = [k for k in groups if k[1] == s0 and k[0] in ("nt-xent", "snt-xent")]
 curve_keys += [k for k in groups if k[1] == s0 and k[0] == "snt-xent-aam"]
 fig = figures.training_curves(groups, curve_keys[:8])

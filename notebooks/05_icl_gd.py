@@ -151,7 +151,6 @@ max_err = {dt: max(r["max_abs_diff"] / r["scale"] for r in check if r["dtype"] =
 # %%
 curves = C.gd_loss_curves(cfg, seed)
 eta_closed, loss_closed = icl.optimal_eta(cfg.dim, cfg.context, cfg.input_range)
-fig = figures.line_search(curves, eta_closed)
 (eta_ls, loss_ls) = curves[1][2]
 display(Markdown(markdown_table(
     ["", "η*", "loss at η*"],
@@ -160,6 +159,9 @@ display(Markdown(markdown_table(
       f"{loss_ls:.4f}"],
      ["bounded search on the same tasks (2 steps)", f"{curves[2][2][0]:.4f}",
       f"{curves[2][2][1]:.4f}"]])))
+
+# %% mystnb={"figure": {"caption": "Gradient descent's test loss against its step size $\\eta$, for one and two steps, with the closed-form optimum marked.", "name": "fig-05-line-search"}, "image": {"alt": "Line plot of test loss against step size for one-step and two-step gradient descent."}}
+fig = figures.line_search(curves, eta_closed)
 
 # %% [markdown]
 # ## 3. Training a single LSA layer
@@ -198,7 +200,7 @@ display(Markdown(markdown_table(
 #   (higher cosine) to GD++ than to GD.
 # ```
 
-# %%
+# %% mystnb={"figure": {"caption": "The main comparison: the trained one-layer LSA's test loss against the loss of one step of GD, and the alignment of its predictions and sensitivities with GD's over training (one line per seed).", "name": "fig-05-training"}, "image": {"alt": "Three panels of training curves: test loss with the gradient-descent level, prediction distance and sensitivity cosine, one line per seed."}}
 run_specs = C.specs(cfg, seed, ch.device)
 cached = sum(ch.run_cache.get(C.lsa_run, s) is not None for s in run_specs)
 started = time.time()
@@ -258,9 +260,6 @@ display(Markdown(markdown_table(
 # %%
 seed0_spec, seed0 = main_runs[0]
 match0 = C.weight_match(seed0, seed0_spec)
-fig = figures.weights([("trained LSA", {"KQ": match0["KQ"], "PV": match0["PV"], "trained": 1}),
-                       ("construction (η*)", {"KQ": match0["KQ_gd"], "PV": match0["PV_gd"]})],
-                      cfg.dim)
 matches = [C.weight_match(r, s) for s, r in main_runs]
 display(Markdown(markdown_table(
     ["seed", "cos W_KᵀW_Q (first d columns)", "cos last row of PW_V", "cos W_KᵀW_Q (all)",
@@ -268,6 +267,11 @@ display(Markdown(markdown_table(
     [[s["seed"], f"{m['cos_kq']:.4f}", f"{m['cos_pv']:.4f}", f"{m['cos_kq_full']:.4f}",
       f"{m['cos_pv_full']:.4f}", f"{m['eta_lsa']:.4f}", f"{m['eta_gd']:.4f}"]
      for (s, _), m in zip(main_runs, matches)])))
+
+# %% mystnb={"figure": {"caption": "Trained weights next to the construction: heat maps of $W_K^\\top W_Q$ and $P W_V$ (normalised so that the input diagonal of $W_K^\\top W_Q$ is 1). Hatched entries cannot reach a one-layer prediction.", "name": "fig-05-weights"}, "image": {"alt": "A grid of heat maps comparing the trained attention weight products with the constructed ones."}}
+fig = figures.weights([("trained LSA", {"KQ": match0["KQ"], "PV": match0["PV"], "trained": 1}),
+                       ("construction (η*)", {"KQ": match0["KQ_gd"], "PV": match0["PV_gd"]})],
+                      cfg.dim)
 
 # %% [markdown]
 # The trained layer *is* the construction: an identity block in $W_K^\top W_Q$, a single
@@ -283,7 +287,7 @@ display(Markdown(markdown_table(
 # weights and GD's $\eta^*$. For larger inputs the fixed step size overshoots (GD's prediction
 # grows like $\alpha^3$, the target like $\alpha$), for smaller ones it undershoots.
 
-# %%
+# %% mystnb={"figure": {"caption": "Out of distribution: test loss when inputs come from a scaled range $\\alpha\\cdot\\mathcal{U}$, for the trained one-layer LSA (one line per seed) and one step of GD (left), and their ratio (right).", "name": "fig-05-ood"}, "image": {"alt": "Two line plots against the input scale alpha: loss of the trained model and of gradient descent, and their ratio."}}
 fig = figures.ood(main_runs, "U(−1, 1)")
 ood_dev = [max(abs(np.array(r["ood"]["lsa"]) / np.array(r["ood"]["gd"]) - 1))
            for _, r in main_runs]
@@ -310,7 +314,6 @@ deep_groups = dict(sorted(((k, v) for k, v in groups.items() if k.endswith("laye
 deep_summary = []
 for runs in deep_groups.values():
     layers = runs[0][0]["layers"]
-    fig = figures.deep(runs, runs[0][1]["ref_loss"], gd_loss, layers)
     final = [r["final"] for _, r in runs]
     base = runs[0][1]["baselines"]
     deep_summary.append({
@@ -331,6 +334,10 @@ if deep_summary:
           f"{d['gdpp']:.4f}", f"{d['cos_gd']:.3f}", f"{d['cos_gdpp']:.3f}", f"{d['eta']:.3f}",
           "({:.3f}, {:.3f})".format(*d["gdpp_params"])] for d in deep_summary])))
 
+# %% mystnb={"figure": {"caption": "A trained multi-layer LSA against GD and GD++ with as many steps as it has layers: test loss and alignment along training.", "name": "fig-05-deep"}, "image": {"alt": "Two panels of training curves comparing a multi-layer model with gradient descent and GD++."}}
+for d in deep_summary:  # one figure per depth (the book preset trains one)
+    fig = figures.deep(d["runs"], d["runs"][0][1]["ref_loss"], gd_loss, d["layers"])
+
 # %% [markdown]
 # The two-layer model ends well below two steps of plain gradient descent and close to two
 # steps of GD++. Its path is telling (one seed at this preset, so read it as an illustration):
@@ -345,16 +352,19 @@ shared_deep = [d for d in deep_summary if d["shared"]]
 if shared_deep:
     spec_d, result_d = shared_deep[0]["runs"][0]
     deep_match = C.deep_weight_match(result_d, spec_d)
-    fig = figures.weights(
-        [(f"trained {spec_d['layers']}-layer LSA", {"KQ": deep_match["KQ"],
-                                                     "PV": deep_match["PV"]}),
-         ("GD++ construction", {"KQ": deep_match["KQ_gd"], "PV": deep_match["PV_gd"]})],
-        cfg.dim, mask_unused=False)
     display(Markdown(
         f"Trained vs GD++: cosine {deep_match['cos_kq']:.3f} for $W_K^\\top W_Q$, "
         f"{deep_match['cos_pv']:.3f} for $PW_V$; the trained layer's (η, γ) = "
         f"({deep_match['eta_lsa']:.3f}, {deep_match['gamma_lsa']:.3f}) against GD++'s "
         "({:.3f}, {:.3f}).".format(*shared_deep[0]["gdpp_params"])))
+
+# %% mystnb={"figure": {"caption": "The trained multi-layer LSA's shared weights next to GD++'s construction: heat maps of $W_K^\\top W_Q$ and $P W_V$.", "name": "fig-05-deep-weights"}, "image": {"alt": "Heat maps comparing trained multi-layer weights with the GD++ construction."}}
+if shared_deep:
+    fig = figures.weights(
+        [(f"trained {spec_d['layers']}-layer LSA", {"KQ": deep_match["KQ"],
+                                                     "PV": deep_match["PV"]}),
+         ("GD++ construction", {"KQ": deep_match["KQ_gd"], "PV": deep_match["PV_gd"]})],
+        cfg.dim, mask_unused=False)
 
 # %% [markdown]
 # ## 7. Claims and verdicts
@@ -425,7 +435,6 @@ ch.claim("construction", "Proposition 1: one LSA layer can implement one step of
          ours=f"max relative deviation {max_err['float32']:.1e} (float32), "
               f"{max_err['float64']:.1e} (float64), 1–3 steps and GD++",
          holds=max_err["float32"] < 1e-5 and max_err["float64"] < 1e-12)
-ch.claims_table()
 
 # %% [markdown]
 # ## 8. Paper vs ours

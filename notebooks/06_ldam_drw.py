@@ -60,7 +60,7 @@ import lossbook
 from lossbook import data, margins
 from lossbook.chapters import ldam_drw as C
 from lossbook.chapters import ldam_drw_figures as figures
-from lossbook.claims import markdown_table
+from lossbook.claims import code, markdown_table
 
 ch = lossbook.start("06_ldam_drw", preset=preset, seed=seed, device=device, overrides=overrides)
 cfg = ch.cfg
@@ -124,7 +124,7 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # the margin is split; the right panel the LDAM margins of the paper's CIFAR-LT settings,
 # with the numerical minimiser of the multi-class bound as circles.
 
-# %%
+# %% mystnb={"figure": {"caption": "Left: the two-class margin bound against how the margin is split between the classes. Right: LDAM's margins $\\Delta_j$ against class size $n_j$ for several long tails, with the numerical minimiser of the multi-class bound (dots).", "name": "fig-06-margin-tradeoff"}, "image": {"alt": "Two panels: the bound against the margin split, and margins against class size on log axes with dots for the numerical optimum."}}
 class_sets = {
     "CIFAR-10-LT, ρ=10": data.long_tail_counts(5000, 10, 10),
     "CIFAR-10-LT, ρ=100": data.long_tail_counts(5000, 10, 100),
@@ -181,7 +181,7 @@ ch.claim("optimal_margins", "Margins minimising the class-margin bound scale as 
 # :pyobject: phases
 # ```
 
-# %%
+# %% mystnb={"figure": {"caption": "The official training schedule: learning rate over epochs (left) and the class weights before and after deferred re-weighting (right).", "name": "fig-06-schedule"}, "image": {"alt": "Two panels: a step learning-rate schedule, and class weights against class size before and after re-weighting."}}
 specs = C.specs(cfg, seed, ch.device)
 fig = figures.schedule(specs[0], data.long_tail_counts(cfg.max_per_class or 5000, 10,
                                                        max(cfg.ratios)), cfg.beta)
@@ -239,6 +239,8 @@ display(Markdown(markdown_table(
     [[C.METHOD_LABELS[m], *["{:.3f} ± {:.3f} (train {:.2f})".format(
         *C.mean_std(acc[(t, r, m)]), np.mean(train_acc[(t, r, m)])) for t, r in settings]]
      for m in methods])))
+
+# %% mystnb={"figure": {"caption": "Balanced test accuracy per method: seed mean ± std (large marker) and every seed (dots); the dotted line is CE's mean. One panel per imbalance setting.", "name": "fig-06-balanced-accuracy"}, "image": {"alt": "Dot plots of balanced accuracy per method with error bars, one panel per imbalance setting."}}
 fig = figures.balanced_accuracy(acc, settings, methods)
 
 # %% [markdown]
@@ -252,7 +254,7 @@ fig = figures.balanced_accuracy(acc, settings, methods)
 # differ in difficulty — so the curves zig-zag; the gains, paired with CE, are the cleaner
 # read-out.
 
-# %%
+# %% mystnb={"figure": {"caption": "Top: per-class test accuracy against class size. Bottom: gain over CE, paired by seed. One column per setting.", "name": "fig-06-per-class"}, "image": {"alt": "A two-row grid: per-class accuracy against class size, and gains over cross-entropy, one column per setting."}}
 fig = figures.per_class(per_class_acc, counts, settings, methods)
 
 # %% [markdown]
@@ -261,7 +263,7 @@ fig = figures.per_class(per_class_acc, counts, settings, methods)
 # logits and LDAM models cosines, so we divide each model's per-class margins by their mean and
 # compare profiles; the dotted line is the $n_j^{-1/4}$ profile LDAM enforces.
 
-# %%
+# %% mystnb={"figure": {"caption": "Mean training margin $z_y - \\max_{j\\ne y} z_j$ per class, divided by its mean over classes (only the profile compares: CE is in logit units, LDAM in cosine units).", "name": "fig-06-learned-margins"}, "image": {"alt": "Line plots of relative training margin against class size per method, one panel per setting."}}
 fig = figures.learned_margins(train_margin, counts, settings, methods)
 
 # %% [markdown]
@@ -365,7 +367,6 @@ ch.claim("tail_margins", "LDAM gives the minority classes relatively larger trai
              for s in settings) if margin_ok else "not run",
          holds=all(ratios_m[(s, "ldam")] > ratios_m[(s, "ce")] for s in settings)
          if margin_ok else None)
-ch.claims_table()
 
 # %% [markdown]
 # ## 6. Paper vs ours
@@ -468,7 +469,7 @@ display(Markdown(f"This execution took **{elapsed:.0f} s** of wall time at the `
 
 # %%
 display(Markdown(markdown_table(["parameter", "value"],
-                                [[k, f"`{v}`"] for k, v in dataclasses.asdict(cfg).items()])))
+                                [[k, code(v)] for k, v in dataclasses.asdict(cfg).items()])))
 
 # %%
 ch.finish()

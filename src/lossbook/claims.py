@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 
@@ -33,6 +34,12 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def code(value) -> str:
+    """A value as inline code in a table: dicts as JSON, the empty string as `""`."""
+    text = json.dumps(value) if isinstance(value, dict) else str(value)
+    return f"`{text}`" if text else '`""`'
 
 
 def claims_markdown(claims: list[Claim]) -> str:

@@ -30,6 +30,13 @@ STYLE = {
 
 def use_book_style() -> None:
     mpl.rcParams.update(STYLE)
+    try:  # notebook figures at twice the pixel density, shown at their natural size
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats("retina")
 
 
 def color_map(keys, cmap: str = "viridis") -> dict:
@@ -43,3 +50,15 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: float = 3.3, height: floa
     """plt.subplots sized per panel, with constrained layout."""
     kw.setdefault("constrained_layout", True)
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kw)
+
+
+def panel_grid(n: int, max_cols: int = 3, *, width: float = 2.6, height: float = 2.4, **kw):
+    """n panels in rows of at most `max_cols` (legible at column width); unused cells removed.
+    Returns the figure and a flat list of the n axes."""
+    ncols = min(n, max_cols)
+    nrows = -(-n // ncols)
+    fig, axes = subplots(nrows, ncols, width=width, height=height, squeeze=False, **kw)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]

@@ -131,12 +131,12 @@ class Chapter:
         """Write the claims and provenance (JSON, atomically) and show the provenance table."""
         from IPython.display import Markdown
 
-        from lossbook.claims import markdown_table
+        from lossbook.claims import code, markdown_table
 
         record = {"provenance": self.provenance(), "claims": [c.to_dict() for c in self.claims]}
         write_json(self.results_path(), record)
         prov = record["provenance"]
-        rows = [[k, f"`{json.dumps(prov[k])}`" if k == "overrides" else prov[k]]
+        rows = [[k, code(prov[k]) if isinstance(prov[k], dict) else prov[k]]
                 for k in ("preset", "seed", "overrides", "device", "commit", "lossbook", "torch",
                           "python", "wall_time_s", "runs")]
         return Markdown(markdown_table(["provenance", "value"], rows))

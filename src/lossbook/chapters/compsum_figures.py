@@ -6,7 +6,7 @@ import numpy as np
 
 from lossbook import hconsistency as hc
 from lossbook.chapters.compsum import group, mean_std
-from lossbook.plotting import PALETTE, color_map, subplots
+from lossbook.plotting import PALETTE, color_map, panel_grid, subplots
 
 TAU_NAMES = {0.0: "sum-exp", 1.0: "CE", 2.0: "MAE"}
 
@@ -58,15 +58,15 @@ def transforms(taus, ns=(2, 10, 100)):
 def calibration_check(results: dict, n: int):
     """Numerical calibration function (search over all p, q) against the recalled T_τ."""
     taus = list(results)
-    fig, axes = subplots(1, len(taus), width=2.3, height=2.3, sharey=False)
-    for ax, tau in zip(np.atleast_1d(axes), taus):
+    fig, axes = panel_grid(len(taus), 3, width=2.6, height=2.3)
+    for ax, tau in zip(axes, taus):
         t, estimate = results[tau]
         fine = np.linspace(0, 1, 200)
         ax.plot(fine, hc.T(fine, tau, n), color=PALETTE[0], label="$T_\\tau$ (paper)")
         ax.plot(t, estimate, "o", ms=3.5, color=PALETTE[1], label="numerical inf")
         ax.set(title=tau_label(tau), xlabel="t")
-    np.atleast_1d(axes)[0].legend()
-    np.atleast_1d(axes)[0].set_ylabel(f"smallest surrogate regret, n={n}")
+    axes[0].legend()
+    axes[0].set_ylabel(f"smallest surrogate regret, n={n}")
     return fig
 
 
@@ -96,26 +96,22 @@ def bound_scatter(points: dict, taus, classes):
 
     Only the range where the bound is informative is drawn: beyond T_τ(1), Γ_τ = 1.
     """
-    fig, axes = subplots(len(classes), len(taus), width=2.1, height=2.0, squeeze=False,
-                         sharey=True)
-    for i, n in enumerate(classes):
-        for j, tau in enumerate(taus):
-            ax = axes[i, j]
-            s, z = points[(n, tau)]
-            limit = float(hc.T(1.0, tau, n))
-            shown = (s > 0) & (z > 0) & (s <= limit)
-            ax.loglog(s[shown], z[shown], ".", ms=2, alpha=0.3, color=PALETTE[0],
-                      rasterized=True)
-            grid = np.logspace(-6, np.log10(limit), 200)
-            ax.loglog(grid, hc.Gamma(grid, tau, n), color=PALETTE[1], lw=1.4)
-            ax.set(xlim=(1e-6, limit * 1.2), ylim=(1e-4, 1.2))
-            if i == 0:
-                ax.set_title(tau_label(tau), fontsize=8)
-            if j == 0:
-                ax.set_ylabel(f"n={n}: 0-1 excess")
-            if i == len(classes) - 1:
-                ax.set_xlabel("τ-excess")
-            ax.tick_params(labelsize=7)
+    fig, axes = panel_grid(len(classes) * len(taus), 3, width=2.6, height=2.2, sharey=True)
+    for k, (n, tau) in enumerate((n, tau) for n in classes for tau in taus):
+        ax = axes[k]
+        s, z = points[(n, tau)]
+        limit = float(hc.T(1.0, tau, n))
+        shown = (s > 0) & (z > 0) & (s <= limit)
+        ax.loglog(s[shown], z[shown], ".", ms=2, alpha=0.3, color=PALETTE[0], rasterized=True)
+        grid = np.logspace(-6, np.log10(limit), 200)
+        ax.loglog(grid, hc.Gamma(grid, tau, n), color=PALETTE[1], lw=1.4)
+        ax.set(xlim=(1e-6, limit * 1.2), ylim=(1e-4, 1.2))
+        ax.set_title(f"n={n}, {tau_label(tau)}", fontsize=8)
+        if k % 3 == 0:
+            ax.set_ylabel("0-1 excess")
+        if k >= len(axes) - 3:
+            ax.set_xlabel("τ-excess")
+        ax.tick_params(labelsize=7)
     return fig
 
 
