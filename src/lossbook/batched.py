@@ -1,13 +1,17 @@
 """`fit` for M models at once: seed replicates trained as one stacked model.
 
 M models of one architecture (each built from its own seed, as for `train.fit`) are stacked
-with `torch.func.stack_module_state` and run as one with `vmap(functional_call)`. Each model
+with `torch.func.stack_module_state` and run as one: the MLP and the 1-D CNN through batched
+matmuls and grouped convolutions (`grouped_forward`), other models through
+`vmap(functional_call)`. Each model
 keeps its own data (its own training set if the seeds draw different ones), its own shuffling
 generator seeded like `fit`'s, its own loss and history; the per-model losses are summed, so each
 model's gradient is its own. SGD (with momentum, Nesterov, weight decay) and Adam act elementwise
 on the stacked tensors, so optimizer state is per model too, and the learning-rate schedule is
 shared because the replicates share every hyperparameter. The result equals `train.fit` run once
-per seed to float tolerance (`tests/test_batched.py`); only the speed differs.
+per seed (`tests/test_batched.py`: bit for bit on a CPU for the MLP and the 1-D CNN; to float
+tolerance otherwise); only the speed differs. Unlike `fit`, it does not reseed torch's global
+generator (nothing here draws from it).
 
 Not batched (callers fall back to `train.fit`, one model at a time): models with BatchNorm
 (running statistics are updated in place, which `vmap` cannot do) or dropout (its random masks
@@ -47,16 +51,17 @@ CONV_LAYERS = (nn.Conv1d, nn.ReLU, nn.Flatten)
 
 def grouped_forward(model: nn.Module) -> Callable | None:
     """The forward pass of M stacked copies of `model`, f(params, x [M, B, ...]) -> [M, B, C],
-    written with batched matmuls and grouped convolutions (several times faster than `vmap` on
-    a CPU), for an MLP (a Sequential of Linear/ReLU) or a `CNN1D` (its head Linear or
-    NormedLinear); None for other models, which go through `vmap`.
+    for an MLP (a Sequential of Linear/ReLU) or a `CNN1D` (its head Linear or NormedLinear);
+    None for other models, which go through `vmap`.
 
-    Convolutions keep the M models' channels side by side, [B, M·C, L], so that one
-    `conv1d(groups=M)` runs them all; the final `Flatten` returns to [M, B, features].
+    Linear layers are batched matmuls, which give `fit`'s numbers bit for bit on a CPU. The
+    convolutions run once per model: one grouped convolution (groups=M) over all models is
+    faster, but rounds differently, and over a long SGD run the difference grows until the models
+    part from `fit`'s (and then a seed's result would depend on which seeds shared its stack).
     """
     def plain(conv: nn.Module) -> bool:
         return not isinstance(conv, nn.Conv1d) or (
-            conv.groups == 1 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+            conv.groups == 1 and conv.padding_mode == "zeros")
 
     mlp = isinstance(model, nn.Sequential) and all(type(m) in ROW_LAYERS for m in model)
     cnn = (type(model) is CNN1D and type(model.head) in ROW_LAYERS
@@ -80,16 +85,16 @@ def grouped_forward(model: nn.Module) -> Callable | None:
             for name, layer in model.named_children():
                 x = rows(layer, f"{name}.", p, x)
             return x
-        count = len(x)
-        x = x.transpose(0, 1)  # [M, B, L] -> [B, M·1, L], as CNN1D's x.unsqueeze(1)
+        x = x.unsqueeze(2)  # [M, B, 1, L], as CNN1D's x.unsqueeze(1)
         for name, layer in model.features.named_children():
             if isinstance(layer, nn.Conv1d):
                 weight, bias = p[f"features.{name}.weight"], p.get(f"features.{name}.bias")
-                x = F.conv1d(x, weight.flatten(0, 1), None if bias is None else bias.flatten(),
-                             layer.stride, layer.padding, layer.dilation, groups=count)
+                x = torch.stack([F.conv1d(x[m], weight[m], None if bias is None else bias[m],
+                                          layer.stride, layer.padding, layer.dilation)
+                                 for m in range(len(x))])
             elif isinstance(layer, nn.ReLU):
                 x = torch.relu(x)
-        x = x.reshape(x.shape[0], count, -1).transpose(0, 1)  # Flatten: [M, B, C·L]
+        x = x.flatten(2)  # Flatten: [M, B, C·L]
         return rows(model.head, "head.", p, x)
 
     return forward
