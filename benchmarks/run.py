@@ -4,7 +4,9 @@
    batch size, epochs and optimiser on MNIST-1D; samples/s and the ratio, measured in one run.
 2. Thread count and flush-denormal settings for the same fit loop.
 3. Two independent runs: sequential in one process vs `lossbook.cache.sweep` with 2 workers.
-4. Each chapter's wall time at the `book` preset: recorded by its last `make book` (default), or
+4. M seed replicates: M sequential `train.fit` calls vs one `lossbook.batched.fit_batched`
+   (the M models stacked), one process, one thread.
+5. Each chapter's wall time at the `book` preset: recorded by its last `make book` (default), or
    re-executed now with an empty run cache (`--chapters`).
 """
 
@@ -18,10 +20,11 @@ import time
 
 import torch
 
-from lossbook import cache, data, models, train
+from lossbook import batched, cache, data, models, train
 from lossbook.claims import markdown_table
 
 EPOCHS, BATCH, REPEAT = 10, 128, 3
+BATCHED_EPOCHS = 3
 
 
 def build(kind: str) -> torch.nn.Module:
@@ -111,6 +114,38 @@ def parallel_table() -> str:
                            "2 worker processes, spawn included (s)", "speed-up"], rows)
 
 
+def replicates(kind: str, dataset: data.Dataset, count: int, stacked: bool) -> float:
+    """Seconds to train `count` seeds of `kind` one after another or stacked (no evaluation)."""
+    def build_seed(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return models.build(kind, 40, 10, hidden=(100, 100))
+
+    loss, seeds = torch.nn.functional.cross_entropy, list(range(count))
+    kw = dict(epochs=BATCHED_EPOCHS, batch_size=BATCH, lr=1e-3)
+    start = time.perf_counter()
+    if stacked:
+        batched.fit_batched([build_seed(s) for s in seeds], [dataset] * count, loss, seeds=seeds,
+                            evaluate=[lambda m: {}] * count, **kw)
+    else:
+        for seed in seeds:
+            train.fit(build_seed(seed), dataset, train.logit_objective(loss), seed=seed,
+                      evaluate=lambda m: {}, **kw)
+    return time.perf_counter() - start
+
+
+def batched_table(dataset: data.Dataset) -> str:
+    rows = []
+    for kind in ("mlp", "cnn1d"):
+        replicates(kind, dataset, 2, True)  # warm-up
+        for count in (1, 4, 8, 16):
+            alone = min(replicates(kind, dataset, count, False) for _ in range(2))
+            together = min(replicates(kind, dataset, count, True) for _ in range(2))
+            rows.append([kind, count, f"{alone:.2f}", f"{together:.2f}",
+                         f"{alone / together:.2f}×"])
+    return markdown_table(["model", "seeds M", f"M × fit, {BATCHED_EPOCHS} epochs (s)",
+                           "fit_batched (s)", "speed-up"], rows)
+
+
 def chapter_table(execute: bool) -> str:
     from lossbook import book
 
@@ -146,7 +181,9 @@ def main() -> int:
         ("1. Fit loop vs DataLoader loop (1 thread, flush denormal on)", loop_table(dataset)),
         ("2. Threads and flush-denormal (lossbook.train.fit)", settings_table(dataset)),
         ("3. Independent runs in parallel workers", parallel_table()),
-        ("4. Chapters at the book preset", chapter_table(args.chapters)),
+        ("4. Seed replicates: sequential fits vs one stacked fit (1 thread)",
+         batched_table(dataset)),
+        ("5. Chapters at the book preset", chapter_table(args.chapters)),
     ]:
         print(f"{title}\n{table}\n", flush=True)
     return 0

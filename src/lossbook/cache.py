@@ -166,6 +166,25 @@ def init_worker(parent: int | None = None) -> None:
     torch.set_flush_denormal(True)
 
 
+def replicate_groups(fn: Callable, specs: list[dict], todo: list[int],
+                     workers: int) -> list[list[int]]:
+    """The runs `todo` as jobs: one run each, or, if `fn` has a batched twin `fn.batched(specs)
+    -> results` (see `lossbook.batched`), the seed replicates (specs equal but for "seed")
+    together, split so that every worker gets a job."""
+    if not hasattr(fn, "batched"):
+        return [[i] for i in todo]
+    groups: dict[str, list[int]] = {}
+    for i in todo:
+        groups.setdefault(stable_hash({k: v for k, v in specs[i].items() if k != "seed"}),
+                          []).append(i)
+    size = max(1, -(-len(todo) // max(1, workers)))
+    return [g[j:j + size] for g in groups.values() for j in range(0, len(g), size)]
+
+
+def run_job(fn: Callable[[dict], dict], specs: list[dict]) -> list[dict]:
+    return fn.batched(specs) if len(specs) > 1 else [fn(specs[0])]  # type: ignore[attr-defined]
+
+
 def sweep(fn: Callable[[dict], dict], specs: list[dict], *, cache: RunCache | None = None,
           workers: int = 1, desc: str | None = None, progress: bool = True) -> list[dict]:
     """Results of `fn(spec)` for every spec, in order: cached ones read, the rest computed."""
@@ -182,18 +201,21 @@ def sweep(fn: Callable[[dict], dict], specs: list[dict], *, cache: RunCache | No
             cache.put(fn, specs[i], result)
         bar.update()
 
-    if workers <= 1 or len(todo) <= 1:
+    jobs = replicate_groups(fn, specs, todo, workers)
+    if workers <= 1 or len(jobs) <= 1:
         init_worker()
-        for i in todo:
-            finish(i, fn(specs[i]))
+        for job in jobs:
+            for i, result in zip(job, run_job(fn, [specs[i] for i in job])):
+                finish(i, result)
     else:
         context = multiprocessing.get_context("spawn")
-        with futures.ProcessPoolExecutor(min(workers, len(todo)), mp_context=context,
+        with futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context,
                                          initializer=init_worker,
                                          initargs=(os.getpid(),)) as pool, terminate_on(pool):
-            jobs = {pool.submit(fn, specs[i]): i for i in todo}
-            for job in futures.as_completed(jobs):
-                finish(jobs[job], job.result())
+            running = {pool.submit(run_job, fn, [specs[i] for i in job]): job for job in jobs}
+            for done in futures.as_completed(running):
+                for i, result in zip(running[done], done.result()):
+                    finish(i, result)
     bar.close()
     return results  # type: ignore[return-value]
 

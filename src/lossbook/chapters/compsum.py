@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import torch
 
-from lossbook import attacks, data, losses, models, train
+from lossbook import attacks, batched, data, losses, models, train
 from lossbook.presets import at_least, between, nonempty, one_of, positive
 
 
@@ -174,6 +174,19 @@ def loss_specs(cfg: Config, seed: int, device: str) -> list[dict]:
             for task in cfg.tasks for tau in cfg.taus for s in range(cfg.seeds)]
 
 
+def loss_fit_kwargs(spec: dict) -> dict:
+    return dict(epochs=spec["epochs"], batch_size=spec["batch_size"],
+                optimizer=spec["optimizer"], lr=spec["lr"], momentum=spec["momentum"],
+                weight_decay=spec["weight_decay"], nesterov=spec["optimizer"] == "sgd",
+                schedule=spec["schedule"], augment=augmentation(spec),
+                eval_every=spec["eval_every"])
+
+
+def loss_summary(result: dict) -> dict:
+    return {"test_acc": result["final"]["test_acc"], "train_acc": result["final"]["train_acc"],
+            "history": result["history"]}
+
+
 def loss_run(spec: dict) -> dict:
     """Train one model with the comp-sum loss ℓ_τ; return its learning curve and accuracies."""
     dataset = task_data(spec)
@@ -181,12 +194,26 @@ def loss_run(spec: dict) -> dict:
     tau = spec["tau"]
     result = train.fit(
         model, dataset, train.logit_objective(lambda z, y: losses.comp_sum_loss(z, y, tau)),
-        epochs=spec["epochs"], batch_size=spec["batch_size"], optimizer=spec["optimizer"],
-        lr=spec["lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"],
-        nesterov=spec["optimizer"] == "sgd", schedule=spec["schedule"], seed=spec["seed"],
-        augment=augmentation(spec), eval_every=spec["eval_every"])
-    return {"test_acc": result["final"]["test_acc"], "train_acc": result["final"]["train_acc"],
-            "history": result["history"]}
+        seed=spec["seed"], **loss_fit_kwargs(spec))
+    return loss_summary(result)
+
+
+def loss_runs(specs: list[dict]) -> list[dict]:
+    """`loss_run` for seed replicates (specs equal but for the seed), trained as one stacked
+    model (`lossbook.batched`; equal to `loss_run` per spec to float tolerance). Models with
+    BatchNorm (the ResNet of the `full` preset) run one by one."""
+    datasets = [task_data(spec) for spec in specs]
+    nets = [build_model(spec, dataset) for spec, dataset in zip(specs, datasets)]
+    if not all(batched.batchable(net) for net in nets):
+        return [loss_run(spec) for spec in specs]
+    tau = specs[0]["tau"]
+    results = batched.fit_batched(nets, datasets, lambda z, y: losses.comp_sum_loss(z, y, tau),
+                                  seeds=[spec["seed"] for spec in specs],
+                                  **loss_fit_kwargs(specs[0]))
+    return [loss_summary(result) for result in results]
+
+
+loss_run.batched = loss_runs  # cache.sweep trains seed replicates together
 
 
 # --- (C) adversarial training -----------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lossbook import data, margins, models, train
+from lossbook import batched, data, margins, models, train
 from lossbook.presets import at_least, between, nonempty, one_of, positive
 
 # method → (loss, re-balancing rule); the names of Cao et al. (ERM = CE)
@@ -203,15 +203,28 @@ def phases(spec: dict) -> list[tuple[int, int, float, bool]]:
 
 # --- objectives -------------------------------------------------------------------------------
 
-def objective(spec: dict, counts: list[int], weights: torch.Tensor | None, device):
+def class_weights(spec: dict, counts: list[int], start: int, balanced: bool):
+    """The class weights of the loss in the phase starting at epoch `start` (None: unweighted)."""
+    rule = METHODS[spec["method"]][1]
+    if balanced and rule == "drw":
+        return margins.drw_weights(start, counts, spec["drw_epoch"], (0.0, spec["beta"]))
+    if balanced and rule == "reweight":
+        return data.effective_number_weights(counts, spec["beta"])
+    return None
+
+
+def logit_loss(spec: dict, counts: list[int], weights: torch.Tensor | None, device):
     """CE or LDAM (scale s, margins Δ_j from the training class counts), class-weighted or not."""
     loss = METHODS[spec["method"]][0]
     w = None if weights is None else weights.to(device)
     if loss == "ce":
-        return train.logit_objective(lambda z, y: F.cross_entropy(z, y, weight=w))
+        return lambda z, y: F.cross_entropy(z, y, weight=w)
     deltas = margins.ldam_margins(counts, spec["max_margin"]).to(device)
-    return train.logit_objective(
-        lambda z, y: margins.ldam_loss(z, y, deltas, s=spec["scale"], weight=w))
+    return lambda z, y: margins.ldam_loss(z, y, deltas, s=spec["scale"], weight=w)
+
+
+def objective(spec: dict, counts: list[int], weights: torch.Tensor | None, device):
+    return train.logit_objective(logit_loss(spec, counts, weights, device))
 
 
 def resampled(inner, dataset: data.Dataset, class_weights: torch.Tensor, seed: int, augment):
@@ -277,6 +290,32 @@ def specs(cfg: Config, seed: int, device: str) -> list[dict]:
     return out
 
 
+def phase_fit_kwargs(spec: dict, start: int, end: int, factor: float) -> dict:
+    return dict(epochs=end - start, batch_size=spec["batch_size"], lr=spec["lr"] * factor,
+                optimizer="sgd", momentum=spec["momentum"], weight_decay=spec["weight_decay"],
+                schedule="constant", eval_every=spec["eval_every"])
+
+
+def balanced_accuracy_fn(dataset: data.Dataset):
+    return lambda m: {"test_acc": statistics.fmean(
+        per_class_accuracy(outputs(m, dataset.x_test), dataset.y_test, dataset.num_classes))}
+
+
+def phase_history(result: dict, start: int, factor: float) -> list[dict]:
+    return [{**r, "epoch": r["epoch"] + start, "lr_factor": factor} for r in result["history"]]
+
+
+def summary(model: torch.nn.Module, dataset: data.Dataset, counts: list[int],
+            history: list[dict]) -> dict:
+    k = dataset.num_classes
+    z_test, z_train = outputs(model, dataset.x_test), outputs(model, dataset.x_train)
+    per_class = per_class_accuracy(z_test, dataset.y_test, k)
+    return {"test_acc": statistics.fmean(per_class), "per_class_acc": per_class,
+            "train_acc": float((z_train.argmax(1) == dataset.y_train).float().mean()),
+            "train_margin": per_class_margin(z_train, dataset.y_train, k),
+            "class_counts": counts, "history": history}
+
+
 def run(spec: dict) -> dict:
     """Train one method on one long-tailed training set; per-class test accuracy and margins."""
     dataset = long_tail_data(spec).to(spec["device"])
@@ -285,37 +324,49 @@ def run(spec: dict) -> dict:
     model = build_model(spec, dataset.x_train.shape[1], k).to(spec["device"])
     rule = METHODS[spec["method"]][1]
     augment = augmentation(spec)
-
-    def evaluate(m):
-        return {"test_acc": statistics.fmean(
-            per_class_accuracy(outputs(m, dataset.x_test), dataset.y_test, k))}
-
     history = []
     for i, (start, end, factor, balanced) in enumerate(phases(spec)):
-        weights = None
-        if balanced and rule == "drw":
-            weights = margins.drw_weights(start, counts, spec["drw_epoch"], (0.0, spec["beta"]))
-        elif balanced and rule == "reweight":
-            weights = data.effective_number_weights(counts, spec["beta"])
-        fn = objective(spec, counts, weights, spec["device"])
+        fn = objective(spec, counts, class_weights(spec, counts, start, balanced), spec["device"])
         phase_seed = 1000 * spec["seed"] + i
         if balanced and rule == "resample":
             fn = resampled(fn, dataset, data.effective_number_weights(counts, spec["beta"]),
                            phase_seed, augment)
-        result = train.fit(
-            model, dataset, fn, epochs=end - start, batch_size=spec["batch_size"],
-            lr=spec["lr"] * factor, optimizer="sgd", momentum=spec["momentum"],
-            weight_decay=spec["weight_decay"], schedule="constant", seed=phase_seed,
-            augment=None if rule == "resample" else augment, evaluate=evaluate,
-            eval_every=spec["eval_every"])
-        history += [{**r, "epoch": r["epoch"] + start, "lr_factor": factor}
-                    for r in result["history"]]
-    z_test, z_train = outputs(model, dataset.x_test), outputs(model, dataset.x_train)
-    per_class = per_class_accuracy(z_test, dataset.y_test, k)
-    return {"test_acc": statistics.fmean(per_class), "per_class_acc": per_class,
-            "train_acc": float((z_train.argmax(1) == dataset.y_train).float().mean()),
-            "train_margin": per_class_margin(z_train, dataset.y_train, k),
-            "class_counts": counts, "history": history}
+        result = train.fit(model, dataset, fn, seed=phase_seed,
+                           augment=None if rule == "resample" else augment,
+                           evaluate=balanced_accuracy_fn(dataset),
+                           **phase_fit_kwargs(spec, start, end, factor))
+        history += phase_history(result, start, factor)
+    return summary(model, dataset, counts, history)
+
+
+def runs(specs: list[dict]) -> list[dict]:
+    """`run` for seed replicates (specs equal but for the seed), trained as one stacked model
+    (`lossbook.batched`; equal to `run` per spec to float tolerance). Each seed keeps its own
+    long-tailed draw. Re-sampling (its objective draws its own batches) and models with
+    BatchNorm (ResNet-32) run one by one."""
+    spec = specs[0]
+    datasets = [long_tail_data(s).to(s["device"]) for s in specs]
+    k = datasets[0].num_classes
+    counts = data.class_counts(datasets[0].y_train, k)
+    nets = [build_model(s, d.x_train.shape[1], k).to(s["device"])
+            for s, d in zip(specs, datasets)]
+    if (METHODS[spec["method"]][1] == "resample" or not all(map(batched.batchable, nets))
+            or any(data.class_counts(d.y_train, k) != counts for d in datasets)):
+        return [run(s) for s in specs]
+    histories: list[list[dict]] = [[] for _ in specs]
+    for i, (start, end, factor, balanced) in enumerate(phases(spec)):
+        loss = logit_loss(spec, counts, class_weights(spec, counts, start, balanced),
+                          spec["device"])
+        results = batched.fit_batched(
+            nets, datasets, loss, seeds=[1000 * s["seed"] + i for s in specs],
+            augment=augmentation(spec), evaluate=[balanced_accuracy_fn(d) for d in datasets],
+            **phase_fit_kwargs(spec, start, end, factor))
+        for history, result in zip(histories, results):
+            history += phase_history(result, start, factor)
+    return [summary(net, d, counts, history) for net, d, history in zip(nets, datasets, histories)]
+
+
+run.batched = runs  # cache.sweep trains seed replicates together
 
 
 # --- summaries --------------------------------------------------------------------------------
