@@ -66,6 +66,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    path = book.audit(args.chapter, args.seeds, args.preset)
+    print(book.audit_report(path))
+    print(f"[lossbook] wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lossbook", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_build)
     p = sub.add_parser("status", help="rewrite book/status.md from the committed records")
     p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("audit", help="re-execute a chapter with fresh seed-sets; per claim, "
+                       "the fraction giving the book's verdict (book/audit/<chapter>.json)")
+    p.add_argument("chapter")
+    p.add_argument("--seeds", type=int, default=3, help="number of fresh seed-sets (default 3)")
+    p.add_argument("--preset", default="book",
+                   help="book (compares with the record) or another preset (compares with a "
+                        "seed-0 run, writes under build/audit/)")
+    p.set_defaults(fn=cmd_audit)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
