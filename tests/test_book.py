@@ -8,6 +8,9 @@ import nbformat
 import pytest
 
 from lossbook import book, cache
+from lossbook.claims import KINDS as CLAIM_KINDS
+from lossbook.claims import MIN_SEEDS
+from lossbook.claims import VERDICTS as CLAIM_VERDICTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +98,10 @@ def test_committed_record_is_current_and_complete(chapter, monkeypatch):
     assert all("remove-cell" in c.metadata["tags"] for c in injected)
     claims = json.loads(book.claims_record_path(chapter).read_text())
     assert claims["provenance"]["preset"] == "book" and claims["claims"]
-    assert {c["verdict"] for c in claims["claims"]} <= {"held", "not held", "not tested"}
+    assert {c["verdict"] for c in claims["claims"]} <= set(CLAIM_VERDICTS)
+    assert {c["kind"] for c in claims["claims"]} <= set(CLAIM_KINDS)
+    seeded = [e for c in claims["claims"] for e in c["evidence"]]
+    assert all(e["n"] >= MIN_SEEDS for e in seeded), "book claims need at least 5 seeds"
 
 
 @pytest.mark.parametrize("chapter", book.chapters())

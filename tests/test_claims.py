@@ -96,6 +96,13 @@ def test_claim_records_store_seeds_effect_interval_rule_and_kind():
     assert ident.verdict == "held" and ident.kind == "identity"
     with pytest.raises(ValueError, match="kind"):
         ch.claim("k", "s", paper="", ours="", holds=True, kind="empirical")
+    mixed = ch.claim_effect("m", "two tolerances", paper="", a={"cos": [0.995, 0.996, 0.997],
+                                                                 "ratio": [0.01, -0.01, 0.0]},
+                            threshold={"cos": 0.99, "ratio": 0.05},
+                            direction={"cos": "greater", "ratio": "equivalent"})
+    assert mixed.verdict == "held" and "cos: held if" in mixed.rule
+    assert ch.claim_effect("e", "not run", paper="", a={}).verdict == "not tested"
+    assert ch.claim_effect("e", "not run", paper="", a=[]).verdict == "not tested"
     single = ch.claim_effect("s", "one seed", paper="", a=[0.1], b=[0.0])
     assert single.verdict == "inconclusive"  # one seed decides nothing
 

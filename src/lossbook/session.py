@@ -115,22 +115,27 @@ class Chapter:
         return self._add(id, statement, paper, ours, verdict, kind, note, rule)
 
     def claim_effect(self, id: str, statement: str, *, paper: str, a, b=None,
-                     threshold: float = 0.0, direction: str = "greater", kind: str = "paper",
-                     ours: str = "", note: str = "", digits: int = 3) -> Claim:
+                     threshold: float | dict = 0.0, direction: str | dict = "greater",
+                     kind: str = "paper", ours: str = "", note: str = "", digits: int = 3) -> Claim:
         """A seeded claim decided by the protocol of `lossbook.claims`: per-seed values `a`
         (minus the seed-paired `b`), their t-interval against `threshold` (stated before the
         result). `a`/`b` are lists, or dicts {condition: list} for a claim over conditions
-        (then `direction` may also be a dict {condition: direction})."""
-        conditions = a if isinstance(a, dict) else {"": a}
+        (then `threshold` and `direction` may also be dicts {condition: value})."""
+        conditions = {k: list(v) for k, v in (a if isinstance(a, dict) else {"": a}).items()
+                      if v is not None and len(v)}
         others = b if isinstance(b, dict) else dict.fromkeys(conditions, b)
         if not conditions:
-            return self._add(id, statement, paper, "not run at this preset",
+            return self._add(id, statement, paper, f"{ours} — not tested at this preset"
+                             if ours else "not run at this preset",
                              "not tested", kind, note)
         dirs = direction if isinstance(direction, dict) else dict.fromkeys(conditions, direction)
-        ev = [protocol.evidence(label, conditions[label], others.get(label), threshold,
+        thr = threshold if isinstance(threshold, dict) else dict.fromkeys(conditions, threshold)
+        ev = [protocol.evidence(label, conditions[label], others.get(label), thr[label],
                                 dirs[label], digits) for label in conditions]
         text = "; ".join(e["text"] for e in ev)
-        rule = "; ".join(dict.fromkeys(protocol.rule_text(threshold, d) for d in dirs.values()))
+        rule = "; ".join(dict.fromkeys(
+            (f"{label}: " if isinstance(threshold, dict) else "")
+            + protocol.rule_text(thr[label], dirs[label]) for label in conditions))
         return self._add(id, statement, paper, f"{ours} — {text}" if ours else text,
                          protocol.combine([e["verdict"] for e in ev]), kind, note, rule, ev)
 
