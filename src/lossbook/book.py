@@ -338,11 +338,12 @@ def audit(chapter: str, seed_sets: int = 3, preset: str = BOOK_PRESET) -> Path:
         if not baseline_file.is_file():
             raise presets.ConfigError(f"{chapter} has no book record to audit; run `make book`")
     else:
-        baseline_file, out = work / f"{chapter}-seed0.claims.json", work / f"{chapter}.json"
+        baseline_nb, out = work / f"{chapter}-seed0.ipynb", work / f"{chapter}.json"
+        baseline_file = baseline_nb.with_suffix(".claims.json")
     os.environ["LOSSBOOK_AUDIT"] = "1"  # fresh runs report the protocol's verdicts
     try:
         if preset != BOOK_PRESET:
-            execute(chapter, preset, {"seed": 0}, output=baseline_file.with_suffix(".ipynb"))
+            execute(chapter, preset, {"seed": 0}, output=baseline_nb)
         seeds = [AUDIT_SEED_STRIDE * (i + 1) for i in range(seed_sets)]
         fresh = []
         for seed in seeds:
