@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lossbook import book, claims, session
+from lossbook import book, claims, presets, session
 from lossbook.claims import Effect, decide, paired_interval
 
 
@@ -163,3 +163,10 @@ def test_audit_validates_before_running(monkeypatch):
         book.audit("01_compsum", 0, "smoke")
     with pytest.raises(Exception, match="valid presets"):
         book.audit("01_compsum", 2, "huge")
+
+
+@pytest.mark.parametrize("chapter", list(presets.CHAPTERS))
+def test_book_presets_run_enough_seeds(chapter):
+    cfg = presets.resolve(chapter, "book")
+    counts = {k: v for k, v in vars(cfg).items() if k.endswith(("seeds", "restarts"))}
+    assert counts and all(v >= claims.MIN_SEEDS for v in counts.values()), counts
