@@ -21,7 +21,7 @@ from typing import Any
 
 from lossbook import presets
 from lossbook.cache import library_hash
-from lossbook.claims import KINDS, audited, markdown_table, stability, summarize
+from lossbook.claims import KINDS, audited, markdown_table, score_line, stability, summarize
 from lossbook.io import read_json, write_atomic, write_json
 from lossbook.paths import build_dir, repo_root
 
@@ -287,7 +287,7 @@ def status_page() -> str:
              "there is shown as inconclusive. A chapter is **stale** when its source, the "
              "library or the locked dependencies changed since its execution; `make book` "
              "re-executes exactly those.", ""]
-    rows, details = [], []
+    rows, details, every = [], [], []
     for chapter in chapters():
         claims_file = claims_record_path(chapter)
         record = read_json(claims_file) if claims_file.is_file() else None
@@ -297,6 +297,7 @@ def status_page() -> str:
             rows.append([f"[{chapter}]({chapter}.ipynb)", *["–"] * 8, state])
             continue
         claims = record_claims(chapter, record)
+        every += claims
         prov, counts = record["provenance"], summarize(claims)
         others = ", ".join(f"{sum(c['kind'] == k for c in claims)} {k}" for k in KINDS[1:])
         audit = read_audit(chapter)
@@ -318,6 +319,7 @@ def status_page() -> str:
     lines.append(markdown_table(["Chapter", "Preset", "Held", "Not held", "Inconclusive",
                                  "Not tested", "Not counted", "Audit", "Wall time",
                                  "Commit / state"], rows))
+    lines += ["", score_line(every)]
     return "\n".join([*lines, "", *details])
 
 
