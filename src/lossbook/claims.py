@@ -214,8 +214,8 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 def score_line(claims: list[dict]) -> str:
     counts = summarize(claims)
     others = {k: sum(c.get("kind", "paper") == k for c in claims) for k in KINDS[1:]}
-    return (f"Reproduction score ({sum(counts.values())} paper claims): {counts['held']} held, {counts['not held']} not "
-            f"held, {counts['inconclusive']} inconclusive, {counts['not tested']} not tested. "
+    return (f"Reproduction score ({sum(counts.values())} paper claims): {counts['held']} held, "
+            f"{counts['not held']} not held, {counts['inconclusive']} inconclusive, {counts['not tested']} not tested. "
             f"Not counted: {others['identity']} identity check(s), {others['context']} context "
             "claim(s).")
 
