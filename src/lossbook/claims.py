@@ -215,7 +215,8 @@ def score_line(claims: list[dict]) -> str:
     counts = summarize(claims)
     others = {k: sum(c.get("kind", "paper") == k for c in claims) for k in KINDS[1:]}
     return (f"Reproduction score ({sum(counts.values())} paper claims): {counts['held']} held, "
-            f"{counts['not held']} not held, {counts['inconclusive']} inconclusive, {counts['not tested']} not tested. "
+            f"{counts['not held']} not held, {counts['inconclusive']} inconclusive, "
+            f"{counts['not tested']} not tested. "
             f"Not counted: {others['identity']} identity check(s), {others['context']} context "
             "claim(s).")
 
