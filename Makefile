@@ -12,7 +12,7 @@ SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 QUIET_PIP := { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: book test chapter bench chaos lint install clean site browser
+.PHONY: book test chapter audit bench chaos lint install clean site browser
 
 # Create the virtualenv if absent and install the locked environment (torch: the CPU wheel).
 $(STAMP): pyproject.toml $(LOCK)
@@ -32,6 +32,10 @@ book: $(STAMP)
 # Execute one chapter: make chapter CH=01_compsum PRESET=smoke [PARAMS="seed=3 epochs=5"]
 chapter: $(STAMP)
 	$(PY) -m lossbook run $(CH) --preset $(PRESET) $(foreach p,$(PARAMS),-p $(p))
+
+# Re-execute one chapter with fresh seed-sets; per-claim verdict stability: make audit CH=06_ldam_drw [SEEDS=3]
+audit: $(STAMP)
+	$(PY) -m lossbook audit $(CH) --seeds $(or $(SEEDS),3) --preset $(PRESET)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests notebooks benchmarks

@@ -269,48 +269,43 @@ fig = figures.accuracy_vs_tau(loss_specs, loss_results, cfg.tasks, task_names)
 fig = figures.learning_curves(loss_specs, loss_results, cfg.tasks, task_names)
 
 # %% [markdown]
-# The verdicts below follow rules fixed before the runs:
+# The verdicts below follow the book's claim protocol (`lossbook.claims`), fixed before the
+# runs: each claim is a seed-paired effect over the seeds, *held* when its 95 % Student-t
+# interval lies above the threshold, *not held* when it lies below, *inconclusive* otherwise.
+# The paper states no effect sizes, so every threshold here is 0 (any credible difference).
 #
-# - *CE/GCE are the best comp-sum losses*: on every clean task, the best of cross-entropy
-#   and the GCE values in the grid is at least as accurate (seed mean) as both sum-exp and MAE.
-# - *Bounded losses degrade with the number of classes*: the seed-paired accuracy gap
-#   CE − MAE is larger on the 100-class task than on 10-class MNIST-1D, by more than two
-#   standard errors of the difference.
+# - *CE/GCE are the best comp-sum losses* (a "best of" claim): on every clean task, the best
+#   of cross-entropy and the GCE values in the grid (by mean) against the better of sum-exp
+#   and MAE, seed-paired accuracy difference > 0.
+# - *Bounded losses degrade with the number of classes*: the per-seed accuracy gap CE − MAE
+#   on the 100-class task minus the gap on 10-class MNIST-1D, > 0.
 # - *GCE under label noise* (the motivation of {cite:t}`zhang2018gce`, not a claim of this
-#   paper, tested as context): GCE ($\tau=1.7$) beats CE on the noisy task.
+#   paper: kind `context`): GCE ($\tau=1.7$) − CE on the noisy task, > 0.
 
 
 # %%
-def gap_stats(task, a=1.0, b=2.0):
-    """Seed-paired accuracy gap (τ=a) − (τ=b): mean and standard error."""
-    if (task, a) not in acc or (task, b) not in acc:
-        return None
-    gaps = np.subtract(acc[(task, a)], acc[(task, b)])
-    return gaps.mean(), (gaps.std(ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else np.inf)
-
-
 clean_tasks = [t for t in ("mnist1d", "gmm100") if t in cfg.tasks]
-means = {key: np.mean(v) for key, v in acc.items()}
-ce_gce = {t: max(means[(t, tau)] for tau in cfg.taus if 1 <= tau < 2) for t in clean_tasks}
-others = {t: max(means.get((t, 0.0), 0), means.get((t, 2.0), 0)) for t in clean_tasks}
-ch.claim("ce_best", "Cross-entropy / GCE train more accurate classifiers than sum-exp and MAE",
-         paper="CE is the best-balanced comp-sum loss (abstract; CIFAR-10/100, SVHN tables "
-               "not available to us)",
-         ours="; ".join(f"{task_names[t]}: best CE/GCE {ce_gce[t]:.3f} vs best of sum-exp/MAE "
-                        f"{others[t]:.3f}" for t in clean_tasks),
-         holds=all(ce_gce[t] >= others[t] for t in clean_tasks) if clean_tasks else None)
-g10, g100 = gap_stats("mnist1d"), gap_stats("gmm100")
-testable = g10 is not None and g100 is not None and np.isfinite(g10[1] + g100[1])
-ch.claim("mae_many_classes", "MAE falls further behind CE as the number of classes grows",
-         paper="bounds for τ > 1 scale with n; MAE degrades most on CIFAR-100 (recalled)",
-         ours=(f"CE − MAE: {g10[0]:+.3f} ± {g10[1]:.3f} (10 classes) vs {g100[0]:+.3f} ± "
-               f"{g100[1]:.3f} ({cfg.gmm_classes} classes)") if g10 and g100 else "not run",
-         holds=(g100[0] - g10[0] > 2 * np.hypot(g10[1], g100[1])) if testable else None)
-noisy = gap_stats("mnist1d_noisy", 1.7, 1.0)
-ch.claim("gce_noise", "GCE (τ=1.7) beats CE under 40% symmetric label noise [context]",
-         paper="not a claim of this paper: the motivation of GCE (Zhang & Sabuncu, 2018)",
-         ours=f"GCE − CE = {noisy[0]:+.3f} ± {noisy[1]:.3f}" if noisy else "not run",
-         holds=(noisy[0] > 0) if noisy else None)
+contenders = {t: {figures.tau_label(tau): acc[(t, tau)] for tau in cfg.taus
+                  if tau in (0.0, 2.0) or 1 <= tau < 2} for t in clean_tasks}
+ce_gce = tuple(figures.tau_label(tau) for tau in cfg.taus if 1 <= tau < 2)
+ch.claim_best("ce_best", "Cross-entropy / GCE train more accurate classifiers than sum-exp "
+              "and MAE",
+              paper="CE is the best-balanced comp-sum loss (abstract; CIFAR-10/100, SVHN tables "
+                    "not available to us)",
+              values={task_names[t]: v for t, v in contenders.items()}, best=ce_gce)
+has_gap = all((t, tau) in acc for t in ("mnist1d", "gmm100") for tau in (1.0, 2.0))
+ch.claim_effect("mae_many_classes", "MAE falls further behind CE as the number of classes grows",
+                paper="bounds for τ > 1 scale with n; MAE degrades most on CIFAR-100 (recalled)",
+                ours=f"(CE − MAE at {cfg.gmm_classes} classes) − (CE − MAE at 10 classes)",
+                a=np.subtract(acc[("gmm100", 1.0)], acc[("gmm100", 2.0)]) if has_gap else {},
+                b=np.subtract(acc[("mnist1d", 1.0)], acc[("mnist1d", 2.0)]) if has_gap
+                else None)
+has_noisy = all(("mnist1d_noisy", tau) in acc for tau in (1.0, 1.7))
+ch.claim_effect("gce_noise", "GCE (τ=1.7) beats CE under 40% symmetric label noise",
+                paper="not a claim of this paper: the motivation of GCE (Zhang & Sabuncu, 2018)",
+                ours="GCE − CE", kind="context",
+                a=acc[("mnist1d_noisy", 1.7)] if has_noisy else {},
+                b=acc[("mnist1d_noisy", 1.0)] if has_noisy else None)
 
 # %% [markdown]
 # ## 5. Smooth adversarial comp-sum losses
@@ -364,28 +359,43 @@ display(Markdown(markdown_table(
 fig = figures.pareto(front, cfg.adv_eps, cfg.adv_eval_steps)
 
 # %% [markdown]
-# Verdict rules, fixed in advance: *ADV-COMP-SUM is more robust than TRADES* if the best seed-mean
-# PGD accuracy over its $\nu$ values is at least the best over TRADES's $\beta$ values; *it
-# dominates TRADES* if every TRADES point is matched or beaten in **both** clean and robust
-# accuracy (within 0.005) by some ADV-COMP-SUM point.
+# Verdict rules, fixed in advance (the protocol above, threshold 0): *ADV-COMP-SUM is more
+# robust than TRADES* is a "best of" claim on PGD accuracy — the best $\nu$ (by mean) against
+# the best $\beta$, seed-paired; *it dominates TRADES* holds if every TRADES point is matched in
+# **both** clean and robust accuracy, within 0.005, by one ADV-COMP-SUM point: for each
+# $\beta$, the $\nu$ whose worse mean difference is largest, and both paired differences
+# credibly above −0.005.
 
 # %%
+robust_acc = C.group(adv_specs, adv_results, ("method", "weight"), "robust_acc")
+clean_acc = C.group(adv_specs, adv_results, ("method", "weight"), "clean_acc")
 trades = [v for (m, _), v in front.items() if m == "trades"]
 advcs = [v for (m, _), v in front.items() if m == "adv_comp_sum"]
 best_t = max(trades, key=lambda v: v["robust"][0])
 best_a = max(advcs, key=lambda v: v["robust"][0])
-dominated = [any(a["clean"][0] >= t["clean"][0] - 0.005 and a["robust"][0] >= t["robust"][0]
-                 - 0.005 for a in advcs) for t in trades]
-ch.claim("adv_robust", "ADV-COMP-SUM reaches higher robust accuracy than TRADES",
-         paper="outperforms the state of the art (abstract; CIFAR-10/100, SVHN, numbers not "
-               "available to us)",
-         ours=f"best PGD-{cfg.adv_eval_steps} accuracy {best_a['robust'][0]:.3f} "
-              f"(ADV-COMP-SUM) vs {best_t['robust'][0]:.3f} (TRADES)",
-         holds=best_a["robust"][0] >= best_t["robust"][0])
-ch.claim("adv_front", "ADV-COMP-SUM's robustness–accuracy front dominates TRADES's",
-         paper="more robust *and* more accurate on clean data (abstract)",
-         ours=f"{sum(dominated)} of {len(trades)} TRADES points dominated",
-         holds=all(dominated))
+contest = {f"{'ν' if m == 'adv_comp_sum' else 'β'}={w:g}": v for (m, w), v in robust_acc.items()
+           if m in ("trades", "adv_comp_sum")}
+ch.claim_best("adv_robust", "ADV-COMP-SUM reaches higher robust accuracy than TRADES",
+              paper="outperforms the state of the art (abstract; CIFAR-10/100, SVHN, numbers "
+                    "not available to us)",
+              ours=f"PGD-{cfg.adv_eval_steps} accuracy, best ν vs best β", values=contest,
+              best=tuple(f"ν={nu:g}" for nu in cfg.advcs_nus))
+
+
+def worse_gap(nu, beta):
+    return min(np.mean(np.subtract(acc_[("adv_comp_sum", nu)], acc_[("trades", beta)]))
+               for acc_ in (clean_acc, robust_acc))
+
+
+dom_a, dom_b = {}, {}
+for beta in cfg.trades_betas:
+    nu = max(cfg.advcs_nus, key=lambda n, beta=beta: worse_gap(n, beta))
+    for name, acc_ in (("clean", clean_acc), ("robust", robust_acc)):
+        dom_a[f"β={beta:g} by ν={nu:g}, {name}"] = acc_[("adv_comp_sum", nu)]
+        dom_b[f"β={beta:g} by ν={nu:g}, {name}"] = acc_[("trades", beta)]
+ch.claim_effect("adv_front", "ADV-COMP-SUM's robustness–accuracy front dominates TRADES's",
+                paper="more robust *and* more accurate on clean data (abstract)",
+                a=dom_a, b=dom_b, threshold=-0.005)
 
 # %% [markdown]
 # ## 6. The theory claims
@@ -398,13 +408,14 @@ ch.claim("bound_holds", "The H-consistency bounds hold (0-1 excess ≤ Γ_τ(τ-
               f"population points (τ ∈ {list(cfg.taus)}, n ∈ {list(cfg.tab_classes)}); "
               f"calibration search never below T_τ (min ratio "
               f"{min(r.min() for r in ratios.values()):.4f})",
-         holds=max_violation <= 1e-9 and min(r.min() for r in ratios.values()) >= 1 - 1e-6)
+         holds=max_violation <= 1e-9 and min(r.min() for r in ratios.values()) >= 1 - 1e-6,
+         kind="identity", rule="exact: violation ≤ 1e-9 and ratio ≥ 1 − 1e-6")
 ch.claim("bound_tight", "The bounds are tight",
          paper="tight (abstract)",
          ours="calibration function within 5% of T_τ at some t for n = 3: "
               + ", ".join(f"τ={tau:g}: {'yes' if ok else 'no'} ({ratios[tau].min():.3f})"
                           for tau, ok in tight.items()),
-         holds=all(tight.values()))
+         holds=all(tight.values()), kind="identity", rule="ratio ≤ 1.05 at some t, every τ")
 
 # %% [markdown]
 # ## 7. Paper vs ours
@@ -451,10 +462,10 @@ ch.claims_table()
 #   trails slightly, and MAE — whose bound degrades like $n\varepsilon$ — collapses on the
 #   100-class task while staying close on 10 classes. Under 40 % label noise the bounded losses
 #   (GCE) win, as GCE's authors found; MAE is unstable there across seeds.
-# - *Adversarial training.* ADV-COMP-SUM at small $\nu$ matched or beat every TRADES setting in
-#   both clean and PGD accuracy, so both adversarial verdicts held — but read them with the
-#   scale in mind: an MLP at ~55 % clean accuracy on MNIST-1D, two seeds, differences of a few
-#   points, and plain PGD adversarial training lands on the same point as the best
+# - *Adversarial training.* ADV-COMP-SUM at small $\nu$ lands on or near every TRADES setting in
+#   both clean and PGD accuracy; whether that is a credible win is what the intervals above
+#   decide. Read them with the scale in mind: an MLP at ~55 % clean accuracy on MNIST-1D,
+#   differences of a few points, and plain PGD adversarial training lands near the best
 #   ADV-COMP-SUM. Large $\nu$ ($\ge 1$) over-regularises: the margin-shift term is measured in
 #   logit units, not bounded like TRADES's KL, so its useful weights are an order of magnitude
 #   smaller. The paper's claim is about CIFAR-scale networks; our `full` preset is where it

@@ -224,17 +224,22 @@ display(Markdown(markdown_table(
 # parameters and to the backbone's parameters**, and on the whole training set the
 # neural-collapse statistic NC1 and the logit norm.
 #
-# **Verdict rules**, fixed before the runs. "A beats B" in a setting means the seed-paired
-# accuracy difference A − B exceeds twice its standard error. Each claim is tested in every
-# setting and holds only if it holds in all of them:
+# **Verdict rules**, fixed before the runs: the book's claim protocol (`lossbook.claims`). "A
+# beats B" in a setting means the 95 % Student-t interval of the seed-paired accuracy difference
+# A − B lies above 0 (*held*); below 0 is *not held*, straddling 0 *inconclusive*. Each claim is
+# tested in every setting: it holds only if every comparison holds, and fails if one fails.
 #
 # - *(a) degeneration*: CE+BinaryKL on one head is beaten by CE **and** by BinaryKL alone.
-# - *(b) conflict in the head, not the backbone*: in the one-head CE+BinaryKL students,
-#   averaged over seeds and the second half of training, the head cosine is negative and the
-#   backbone cosine is ≥ 0. Tested only in settings whose CE student reaches ≥ 99 % training
-#   accuracy (the terminal phase the theory is about).
-# - *(c) DHKD ≥ KD > CE*: KD beats CE, and DHKD's mean accuracy is at least KD's.
+# - *(b) conflict in the head, not the backbone*: in the one-head CE+BinaryKL students, per
+#   seed, the cosine averaged over the second half of training: on the head < 0, on the backbone
+#   > 0. Tested only in settings whose CE student reaches ≥ 99 % training accuracy (the
+#   terminal phase the theory is about).
+# - *(c) DHKD ≥ KD > CE*: KD beats CE, and DHKD beats KD (the paper reports a gain over KD).
 # - *(d) the second head is what helps*: for both logit-level losses, two heads beat one head.
+#
+# To pay for five seeds within the 3-minute budget the `book` preset trains the seven students
+# the claims compare in every setting; the DHKD options (non-linear head, gradient alignment)
+# run at `smoke` and `full`.
 
 # %%
 teacher_specs = C.teacher_specs(cfg, seed, ch.device)
@@ -358,47 +363,56 @@ display(Markdown(markdown_table(
 # %%
 names = {c: C.SETTING_LABELS[c[0]] + (f" ({c[1]})" if len(cfg.pairs) > 1 else "")
          for c in cases}
+
+
+def comparisons(pairs):
+    """{label: per-seed accuracy} of a and of b for every (setting, a, b) that was run."""
+    a, b = {}, {}
+    for c in cases:
+        for x, y in pairs:
+            if (*c, x) in acc and (*c, y) in acc:
+                label = f"{names[c]}: {C.LABELS[x]} − {C.LABELS[y]}"
+                a[label], b[label] = acc[(*c, x)], acc[(*c, y)]
+    return a, b
+
+
 # (a) degeneration
-deg = {c: (beats(c, "ce", "ce_bkl_1h"), beats(c, "bkl_only", "ce_bkl_1h")) for c in cases}
-tested_a = [c for c in cases if None not in deg[c]]
-ch.claim("degeneration",
-         "CE + BinaryKL on one head is worse than CE alone and than BinaryKL alone",
-         paper="Fig. 1(b): the combination 'degenerates', below either loss alone (values not "
-               "available to us)",
-         ours="; ".join(f"{names[c]}: vs CE {fmt(gap(c, 'ce_bkl_1h', 'ce'))}, vs BinaryKL only "
-                        f"{fmt(gap(c, 'ce_bkl_1h', 'bkl_only'))}" for c in tested_a) or "not run",
-         holds=all(all(deg[c]) for c in tested_a) if tested_a else None)
-# (b) conflict location
+a_, b_ = comparisons([("ce", "ce_bkl_1h"), ("bkl_only", "ce_bkl_1h")])
+ch.claim_effect("degeneration",
+                "CE + BinaryKL on one head is worse than CE alone and than BinaryKL alone",
+                paper="Fig. 1(b): the combination 'degenerates', below either loss alone (values "
+                      "not available to us)", a=a_, b=b_)
+# (b) conflict location, per seed, in the terminal-phase settings
 terminal = [c for c in conflict if conflict[c][2]]
-ch.claim("conflict_in_head",
-         "The CE and BinaryKL gradients conflict in the linear head but not in the backbone",
-         paper="neural-collapse analysis (theory section; exact statement not available to us)",
-         ours="; ".join(f"{names[c]}: head {h:+.2f}, backbone {b:+.2f}"
-                        + ("" if t else " (not terminal, not judged)")
-                        for c, (h, b, t) in conflict.items()) or "not run",
-         holds=all(conflict[c][0] < 0 <= conflict[c][1] for c in terminal) if terminal
-         else None)
+cos_head, cos_backbone = {}, {}
+for c in terminal:
+    runs = [r for s, r in zip(specs, results)
+            if (s["data"]["setting"], s["pair"]) == c and s["method"] == "ce_bkl_1h"]
+    cos_head[f"{names[c]}: head"] = [C.late_mean(r["history"], "cos_head") for r in runs]
+    cos_backbone[f"{names[c]}: backbone"] = [C.late_mean(r["history"], "cos_backbone")
+                                             for r in runs]
+ch.claim_effect("conflict_in_head",
+                "The CE and BinaryKL gradients conflict in the linear head but not in the "
+                "backbone",
+                paper="neural-collapse analysis (theory section; exact statement not available "
+                      "to us)",
+                ours="cosine, second half of training" + "".join(
+                    f"; {names[c]} (not terminal, not judged): head {h:+.2f}, backbone {b:+.2f}"
+                    for c, (h, b, t) in conflict.items() if not t),
+                a={**cos_head, **cos_backbone},
+                direction={**dict.fromkeys(cos_head, "less"),
+                           **dict.fromkeys(cos_backbone, "greater")}, digits=2)
 # (c) ordering
-order = {c: (beats(c, "kd", "ce"), None if gap(c, "dhkd", "kd") is None
-             else gap(c, "dhkd", "kd")[0] >= 0) for c in cases}
-tested_c = [c for c in cases if None not in order[c]]
-ch.claim("dhkd_kd_ce", "DHKD ≥ KD > CE",
-         paper="DHKD beats KD and recent KD methods on CIFAR-100/ImageNet (reviews: +0.1–0.2 % "
-               "over the state of the art in most cases)",
-         ours="; ".join(f"{names[c]}: KD − CE {fmt(gap(c, 'kd', 'ce'))}, DHKD − KD "
-                        f"{fmt(gap(c, 'dhkd', 'kd'))}" for c in tested_c) or "not run",
-         holds=all(all(order[c]) for c in tested_c) if tested_c else None)
+a_, b_ = comparisons([("kd", "ce"), ("dhkd", "kd")])
+ch.claim_effect("dhkd_kd_ce", "DHKD ≥ KD > CE",
+                paper="DHKD beats KD and recent KD methods on CIFAR-100/ImageNet (reviews: "
+                      "+0.1–0.2 % over the state of the art in most cases)", a=a_, b=b_)
 # (d) the second head
-heads = {c: (beats(c, "ce_bkl_2h", "ce_bkl_1h"), beats(c, "dhkd", "ce_bkln_1h")) for c in cases}
-tested_d = [c for c in cases if None not in heads[c]]
-ch.claim("second_head",
-         "A second head for the logit-level loss beats putting it on the CE head",
-         paper="the auxiliary head keeps the loss's benefit for the backbone and removes its "
-               "harm to the classifier (method rationale, Fig. 1(b))",
-         ours="; ".join(f"{names[c]}: BinaryKL 2 − 1 heads {fmt(gap(c, 'ce_bkl_2h', 'ce_bkl_1h'))},"
-                        f" BKL-Norm {fmt(gap(c, 'dhkd', 'ce_bkln_1h'))}" for c in tested_d)
-         or "not run",
-         holds=all(all(heads[c]) for c in tested_d) if tested_d else None)
+a_, b_ = comparisons([("ce_bkl_2h", "ce_bkl_1h"), ("dhkd", "ce_bkln_1h")])
+ch.claim_effect("second_head",
+                "A second head for the logit-level loss beats putting it on the CE head",
+                paper="the auxiliary head keeps the loss's benefit for the backbone and removes "
+                      "its harm to the classifier (method rationale, Fig. 1(b))", a=a_, b=b_)
 ch.claims_table()
 
 # %% [markdown]
@@ -441,7 +455,9 @@ display(Markdown(markdown_table(
     rows)))
 
 # %% [markdown]
-# **Reading the verdicts.** *(The numbers quoted here are those of the recorded `book` run.)*
+# **Reading the verdicts.** *(The numbers and verdicts quoted here are those of the `book` run
+# at three seeds, under the earlier two-standard-error rule; the table above has this run's
+# verdicts under the book's protocol at five seeds.)*
 #
 # - *The motivation is exact.* Softmax KD is blind to a common logit shift, BinaryKL is not,
 #   and BinaryKL-Norm is a log-cosh regression of the student's logits on the teacher's

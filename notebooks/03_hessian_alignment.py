@@ -177,10 +177,11 @@ max_closed = max(max(r["err_hessian"], r["err_grad"]) for r in closed["rows"]
 ch.claim("hgp_identity", "HGP's H·g = ‖g‖∇‖g‖ is exact (no Hessian needed)",
          paper="identity behind HGP (official `HGP.update`)",
          ours=f"max float64 relative error {max_identity:.1e} over {len(f64)} heads",
-         holds=max_identity < 1e-12)
+         holds=max_identity < 1e-12, kind="identity", rule="relative error < 1e-12")
 ch.claim("head_closed_form", "Head Hessian and gradient have the Kronecker closed form",
          paper="attributes aligned by HGP/Hutchinson (analysis section)",
-         ours=f"max float64 relative error {max_closed:.1e}", holds=max_closed < 1e-12)
+         ours=f"max float64 relative error {max_closed:.1e}", holds=max_closed < 1e-12,
+         kind="identity", rule="relative error < 1e-12")
 hutch_ok = all(abs(s + 0.5) <= 0.1 for s in slopes) and all(
     0.8 <= r[np.array(c["probes"]) >= 10].min() and r[np.array(c["probes"]) >= 10].max() <= 1.1
     for c, r in zip(hutch_checks, ratios))
@@ -190,7 +191,7 @@ ch.claim("hutchinson_rate", "Hutchinson's diagonal error falls as 1/√S",
               + ", ".join(f"{r[np.array(c['probes']) >= 10].min():.2f}–"
                           f"{r[np.array(c['probes']) >= 10].max():.2f}"
                           for c, r in zip(hutch_checks, ratios)),
-         holds=hutch_ok)
+         holds=hutch_ok, kind="identity", rule="slope −½ ± 0.1; measured/exact in 0.8–1.1")
 
 # %% [markdown]
 # ## 2. The methods, as the official code defines them
@@ -266,21 +267,25 @@ fig = figures.environments(envs, cfg.train_e, cfg.test_e)
 #    for a verdict.
 #
 # Accuracies are those of the final model (step 501), mean ± standard deviation over the
-# restarts (3 at `book`, 10 at `full`). Known caveat, stated before seeing our numbers: on Colored MNIST,
+# restarts (5 at `book`, 10 at `full`). Known caveat, stated before seeing our numbers: on Colored MNIST,
 # training-domain validation favours whichever configuration uses colour most, because colour
 # *is* more predictive in the training environments (DomainBed reports ~10 % test accuracy for
 # every method under this rule); with our grid that means the smallest weight.
 #
-# **Verdict rules.** Under training-domain validation:
+# **Verdict rules**, by the book's claim protocol (`lossbook.claims`): each claim is a
+# restart-paired effect (every method trains on the same restart seeds), *held* when its 95 %
+# Student-t interval over the restarts lies beyond the threshold below, *not held* when it lies
+# on the other side, *inconclusive* otherwise; for HGP and Hutchinson alike. Under
+# training-domain validation:
 #
-# - *≫ ERM*: HGP's and Hutchinson's mean test accuracy each exceed ERM's by at least 15 points
-#   (the research note's reproduction rule);
-# - *comparable to V-REx/Fishr*: each is at least the better of V-REx and Fishr minus 5 points;
-# - *alignment lowers the Hessian distance*: the final $\lVert H_0 - H_1\rVert_F$ between the two training
-#   environments is lower for HGP and for Hutchinson than for ERM (restart means);
-# - *the distance tracks OOD accuracy*: across all final models (every method, weight and
-#   restart; the oracle excluded), the Spearman correlation between $\lVert H_0 - H_1\rVert_F$ and test
-#   accuracy is ≤ −0.5. We also show the train-to-test spectral distance $\lVert \bar H_{\text{train}} - H_{\text{test}}\rVert_2$
+# - *≫ ERM*: test accuracy − ERM's > 15 points (the research note's reproduction rule);
+# - *comparable to V-REx/Fishr*: test accuracy − that of the better of V-REx and Fishr (by
+#   mean) > −5 points;
+# - *alignment lowers the Hessian distance*: final $\lVert H_0 - H_1\rVert_F$ between the two training
+#   environments − ERM's < 0;
+# - *the distance tracks OOD accuracy*: within each restart, across all its final models (every
+#   method and weight; the oracle excluded), the Spearman correlation between $\lVert H_0 - H_1\rVert_F$ and
+#   test accuracy; its interval over restarts < −0.5. We also show the train-to-test spectral distance $\lVert \bar H_{\text{train}} - H_{\text{test}}\rVert_2$
 #   — the quantity in the paper's bound, computable because head Hessians need no labels.
 
 # %%
@@ -371,37 +376,46 @@ fig = figures.distance_vs_ood(points, rho)
 
 # %%
 td = {m: summary[m]["train-domain"] for m in methods}
-erm_test = td["erm"]["test"][0]
-best_baseline = max(td[m]["test"][0] for m in ("vrex", "fishr") if m in td)
-ours = {m: td[m]["test"][0] for m in ("hgp", "hutchinson") if m in td}
-gain_text = ", ".join(f"{figures.label(m)} {100 * v:.1f}" for m, v in ours.items())
-ch.claim("corr_shift_vs_erm",
-         "HGP and Hutchinson ≫ ERM on the shifted test environment (correlation shift)",
-         paper="HGP/Hutchinson far above ERM on Colored MNIST (table values unseen; "
-               "same-protocol ERM 14.0 %)",
-         ours=f"test acc. % (training-domain validation): {gain_text} vs ERM "
-              f"{100 * erm_test:.1f}; official weight: "
-              + ", ".join(f"{figures.label(m)} {100 * summary[m]['official']['test'][0]:.1f}"
-                          for m in ours),
-         holds=all(v >= erm_test + 0.15 for v in ours.values()),
-         note="analogue on MNIST-1D; rule: ≥ ERM + 15 points")
-ch.claim("corr_shift_vs_baselines", "HGP and Hutchinson are comparable to V-REx / Fishr",
-         paper="comparable or better (same-protocol V-REx 67.2 %, Fishr 69.5 %)",
-         ours=f"{gain_text} vs best of V-REx/Fishr {100 * best_baseline:.1f}",
-         holds=all(v >= best_baseline - 0.05 for v in ours.values()),
-         note="rule: ≥ best − 5 points")
-erm_h = td["erm"]["hdist_train"][0]
-h_text = ", ".join(f"{figures.label(m)} {td[m]['hdist_train'][0]:.3g}" for m in ours)
-ch.claim("hessian_distance_lower", "Hessian alignment lowers ‖H₀ − H₁‖ between environments",
-         paper="alignment reduces the head-Hessian distance (official script logs it)",
-         ours=f"final ‖H₀ − H₁‖_F: {h_text} vs ERM {erm_h:.3g}",
-         holds=all(td[m]["hdist_train"][0] < erm_h for m in ours))
-ch.claim("distance_tracks_ood", "The Hessian distance tracks OOD accuracy",
-         paper="smaller head-Hessian distance ⇒ better transfer (bound)",
-         ours=f"Spearman ρ(‖H₀ − H₁‖_F, test acc.) = {rho['hdist_train']:.2f}; "
-              f"ρ(‖H̄_train − H_test‖₂, test acc.) = {rho['hdist_test']:.2f}; "
-              f"{len(everything)} models",
-         holds=rho["hdist_train"] <= -0.5, note="rule: ρ ≤ −0.5")
+ours = [m for m in ("hgp", "hutchinson") if m in td]
+
+
+def per_restart(fin, method, key="test", rule="train-domain", chosen_=None):
+    """The per-restart `key` of `method` at the weight chosen by `rule` (restart order)."""
+    return [r[key] for r in fin[method][(chosen_ or chosen)[method][rule]]]
+
+
+baselines = {m: per_restart(finals, m) for m in ("vrex", "fishr") if m in finals}
+best_baseline = max(baselines, key=lambda m: np.mean(baselines[m]))
+ch.claim_effect("corr_shift_vs_erm",
+                "HGP and Hutchinson ≫ ERM on the shifted test environment (correlation shift)",
+                paper="HGP/Hutchinson far above ERM on Colored MNIST (table values unseen; "
+                      "same-protocol ERM 14.0 %)",
+                ours="test acc. − ERM (training-domain validation)",
+                a={figures.label(m): per_restart(finals, m) for m in ours},
+                b={figures.label(m): per_restart(finals, "erm") for m in ours}, threshold=0.15,
+                note="analogue on MNIST-1D")
+ch.claim_effect("corr_shift_vs_baselines", "HGP and Hutchinson are comparable to V-REx / Fishr",
+                paper="comparable or better (same-protocol V-REx 67.2 %, Fishr 69.5 %)",
+                ours=f"test acc. − {figures.label(best_baseline)} (the better baseline)",
+                a={figures.label(m): per_restart(finals, m) for m in ours},
+                b={figures.label(m): baselines[best_baseline] for m in ours}, threshold=-0.05)
+ch.claim_effect("hessian_distance_lower",
+                "Hessian alignment lowers ‖H₀ − H₁‖ between environments",
+                paper="alignment reduces the head-Hessian distance (official script logs it)",
+                ours="final ‖H₀ − H₁‖_F − ERM's",
+                a={figures.label(m): per_restart(finals, m, "hdist_train") for m in ours},
+                b={figures.label(m): per_restart(finals, "erm", "hdist_train") for m in ours},
+                direction="less", digits=4)
+# points[m] runs over weights, restarts within: every restarts-th record is one restart's model
+restart_rho = [C.spearman(*zip(*[(r["hdist_train"], r["test"]) for runs in points.values()
+                                 for r in runs[i::cfg.restarts]]))
+               for i in range(cfg.restarts)]
+ch.claim_effect("distance_tracks_ood", "The Hessian distance tracks OOD accuracy",
+                paper="smaller head-Hessian distance ⇒ better transfer (bound)",
+                ours=f"Spearman ρ(‖H₀ − H₁‖_F, test acc.) per restart (pooled over all "
+                     f"{len(everything)} models: {rho['hdist_train']:.2f}; "
+                     f"ρ(‖H̄_train − H_test‖₂, test acc.) = {rho['hdist_test']:.2f})",
+                a=restart_rho, threshold=-0.5, direction="less", digits=2)
 
 # %% [markdown]
 # ## 4. Label shift: the imbalanced variant
@@ -423,14 +437,13 @@ if cfg.label_shift:
           fmt(ls_summary[m]["train-domain"]["test"]), fmt(ls_summary[m]["train-domain"]["gray"]),
           fmt(ls_summary[m]["official"]["test"]), fmt(ls_summary[m]["oracle"]["test"])]
          for m in methods])))
-    ls_erm = ls_summary["erm"]["train-domain"]["test"][0]
-    ls_ours = {m: ls_summary[m]["train-domain"]["test"][0] for m in ("hgp", "hutchinson")}
-    ch.claim("label_shift_vs_erm", "HGP and Hutchinson ≫ ERM under label shift",
-             paper="promising performance under label shift (values unseen)",
-             ours=", ".join(f"{figures.label(m)} {100 * v:.1f}" for m, v in ls_ours.items())
-                  + f" vs ERM {100 * ls_erm:.1f} (test %, training-domain validation)",
-             holds=all(v >= ls_erm + 0.15 for v in ls_ours.values()),
-             note="rule: ≥ ERM + 15 points")
+    ch.claim_effect("label_shift_vs_erm", "HGP and Hutchinson ≫ ERM under label shift",
+                    paper="promising performance under label shift (values unseen)",
+                    ours="test acc. − ERM (training-domain validation)",
+                    a={figures.label(m): per_restart(ls_finals, m, chosen_=ls_chosen)
+                       for m in ours},
+                    b={figures.label(m): per_restart(ls_finals, "erm", chosen_=ls_chosen)
+                       for m in ours}, threshold=0.15)
 else:
     display(Markdown("*Not run at this preset* (it doubles the run time); "
                      "`lossbook run 03_hessian_alignment --preset extended` runs it."))
@@ -452,8 +465,9 @@ if cfg.label_shift:
 # DomainBed protocol: one minibatch of 64 per domain and step, Adam (lr 10⁻³), the registry's
 # default hyperparameters (plus random draws at `full`), checkpoints and hyperparameters chosen
 # by held-out training-domain accuracy. Methods: ERM, CORAL, Fishr, HGP, Hutchinson. Verdict
-# rule: the gain is *small* if HGP's and Hutchinson's test accuracy, averaged over the held-out
-# domains, are each within 2 points of ERM's.
+# rule (a null claim of the protocol): the gain is *small* if the restart-paired gain over ERM
+# of HGP and of Hutchinson, averaged over the held-out domains, has its 95 % t-interval within
+# ±2 points (equivalence margin); *not held* if the interval lies wholly outside.
 
 # %%
 if cfg.diversity:
@@ -466,12 +480,13 @@ if cfg.diversity:
         ["method", *domains_, "average"],
         [[figures.label(m), *[fmt(C.mean_std(dv_table[m][d])) for d in domains_],
           f"{100 * averages[m]:.1f}"] for m in dv_methods])))
-    gains = {m: averages[m] - averages["erm"] for m in ("hgp", "hutchinson") if m in averages}
-    ch.claim("diversity_small_gain", "Under diversity shift the gain over ERM is small",
-             paper="small gains on DomainBed (values unseen)",
-             ours="average gain over ERM: " + ", ".join(
-                 f"{figures.label(m)} {100 * g:+.1f} points" for m, g in gains.items()),
-             holds=all(abs(g) <= 0.02 for g in gains.values()), note="rule: |gain| ≤ 2 points")
+    gains = {figures.label(m): np.mean([np.subtract(dv_table[m][d], dv_table["erm"][d])
+                                        for d in domains_], axis=0)
+             for m in ("hgp", "hutchinson") if m in averages}
+    ch.claim_effect("diversity_small_gain", "Under diversity shift the gain over ERM is small",
+                    paper="small gains on DomainBed (values unseen)",
+                    ours="test acc. − ERM, averaged over held-out domains", a=gains,
+                    threshold=0.02, direction="equivalent")
 else:
     display(Markdown("*Not run at this preset*; `--preset extended` runs it."))
     ch.claim("diversity_small_gain", "Under diversity shift the gain over ERM is small",
@@ -527,19 +542,20 @@ ch.claims_table()
 #   hold exactly: HGP really is two backward passes, and the head Hessian really is a
 #   label-free, confidence-weighted feature second moment.
 # - *Correlation shift.* In our Colored MNIST-1D every penalty beats ERM, but by 4–11 points
-#   under the only test-blind selection rule and by 9–19 points at the official weight — not
-#   the ≥ 15 points the reproduction rule asks of both HGP and Hutchinson. HGP is on a par with
-#   V-REx and Fishr (it passes the "within 5 points" rule; at the official weight it ties
-#   V-REx); Hutchinson, with 150 noisy probes, is the weakest penalty and fails it. Two
-#   limitations temper these verdicts: training-domain validation picks the weakest penalty for
-#   *every* method (colour is genuinely more predictive in the training environments — the
-#   DomainBed finding for Colored MNIST, not a property of HGP), and the analogue's shape
-#   feature is weaker than MNIST's, which caps every method well below the published 65–70 %.
-# - *Hessian distance.* HGP and Hutchinson do end with smaller $\lVert H_0 - H_1\rVert$ than ERM (Hutchinson
-#   largely by shrinking the Hessian), but across methods the distance does not track OOD
-#   accuracy — neither between training environments nor, in the bound's form, between training
-#   and test.
-# - *Scale.* An 80-input MLP on 2 × 1,920 training signals, three restarts and a three-point
+#   under the only test-blind selection rule and by 9–19 points at the official weight (at three
+#   restarts, before this chapter moved to five) — short of the 15 points the reproduction rule
+#   asks of both HGP and Hutchinson. HGP is close to V-REx and Fishr; Hutchinson, with 150 noisy
+#   probes, is the weakest penalty. The table above says which of these differences the
+#   restart intervals resolve. Two limitations temper these verdicts: training-domain
+#   validation picks the weakest penalty for *every* method (colour is genuinely more
+#   predictive in the training environments — the DomainBed finding for Colored MNIST, not a
+#   property of HGP), and the analogue's shape feature is weaker than MNIST's, which caps every
+#   method well below the published 65–70 %.
+# - *Hessian distance.* HGP and Hutchinson end with smaller mean $\lVert H_0 - H_1\rVert$ than ERM
+#   (Hutchinson largely by shrinking the Hessian), but across methods the distance does not
+#   track OOD accuracy — neither between training environments nor, in the bound's form,
+#   between training and test.
+# - *Scale.* An 80-input MLP on 2 × 1,920 training signals, five restarts and a three-point
 #   weight grid: differences of a few points are within noise. The `extended` preset adds the
 #   label-shift and diversity-shift experiments; the `full` preset runs the official setting on
 #   real Colored MNIST (MNIST downloaded and checksummed by our own loader, 392-390-390-1 MLP,

@@ -182,22 +182,29 @@ fig = figures.line_search(curves, eta_closed)
 # :class: note
 # The thresholds were chosen after one 1,000-step pilot run (to see the noise floor of Adam at
 # a constant learning rate), before any run reported here. Claims about trained models are
-# *not tested* at a preset that trains for fewer than 1,000 steps (`smoke`). A claim holds if
-# it holds for **every** seed at the end of training:
-# - *same loss*: test loss within 2 % of one-step GD's on the same tasks;
-# - *same predictions*: mean $|\hat y_\text{LSA} - \hat y_\text{GD}|$ at most 10 % of its value
+# *not tested* at a preset that trains for fewer than 1,000 steps (`smoke`). Every claim about
+# trained models follows the book's protocol (`lossbook.claims`): the per-seed quantity below,
+# its 95 % Student-t interval over the seeds, *held* when the interval lies wholly on the
+# claimed side of the tolerance (inside it, for "the same"), *not held* when it lies wholly on
+# the other side, *inconclusive* otherwise:
+# - *same loss*: test loss / one-step GD's on the same tasks − 1 within ±2 %;
+# - *same predictions*: mean $|\hat y_\text{LSA} - \hat y_\text{GD}|$ below 10 % of its value
 #   at initialisation (= mean $|\hat y_\text{GD}|$, where the paper's curve starts);
-# - *same sensitivities*: mean cosine ≥ 0.99;
-# - *weights match the construction up to scale*: cosine ≥ 0.99 between the trained and the
-#   constructed $W_K^\top W_Q$ (its first $d$ columns) and between the last rows of $PW_V$ —
-#   the only parts that reach a one-layer prediction — and the step size the layer implements
-#   within 5 % of $\eta^*$;
+# - *same sensitivities*: mean cosine above 0.99;
+# - *weights match the construction up to scale*: cosine above 0.99 between the trained and
+#   the constructed $W_K^\top W_Q$ (its first $d$ columns) and between the last rows of $PW_V$
+#   — the only parts that reach a one-layer prediction — and the step size the layer
+#   implements within ±5 % of $\eta^*$;
 # - *same out-of-distribution behaviour*: on inputs from $\alpha\cdot\mathcal{U}(-1,1)$,
-#   $\alpha\in[0.5, 2]$, the loss ratio LSA / GD stays within 10 % of 1 while GD's loss
-#   changes by more than 10×;
-# - *deeper is better than plain GD* (two layers): test loss at least 2 % below two steps of
-#   GD; *and matches GD++*: within 5 % of two-step GD++'s loss, with sensitivities closer
-#   (higher cosine) to GD++ than to GD.
+#   $\alpha\in[0.5, 2]$, the largest |LSA / GD − 1| over the scales below 10 %, tested where
+#   GD's loss changes by more than 10× over the scales;
+# - *deeper is better than plain GD* (two layers): test loss / two steps of GD's below 0.98;
+#   *and matches GD++*: loss / two-step GD++'s − 1 within ±5 %, and sensitivity cosine with
+#   GD++ minus that with GD above 0.
+#
+# The same-loss and sensitivity checks at the official code's input range (one seed) and
+# Proposition 1's construction are implementation checks (kind `identity`), decided by the
+# same tolerances without an interval.
 # ```
 
 # %% mystnb={"figure": {"caption": "The main comparison: the trained one-layer LSA's test loss against the loss of one step of GD, and the alignment of its predictions and sensitivities with GD's over training (one line per seed).", "name": "fig-05-training"}, "image": {"alt": "Three panels of training curves: test loss with the gradient-descent level, prediction distance and sensitivity cosine, one line per seed."}}
@@ -340,7 +347,7 @@ for d in deep_summary:  # one figure per depth (the book preset trains one)
 
 # %% [markdown]
 # The two-layer model ends well below two steps of plain gradient descent and close to two
-# steps of GD++. Its path is telling (one seed at this preset, so read it as an illustration):
+# steps of GD++. Its path is telling (one line per seed):
 # first its sensitivities line up with plain two-step GD, then it keeps improving past GD's loss
 # and turns towards GD++. Shared weights let us put the trained layer next to GD++'s
 # construction: the curvature correction is the small negative identity block in the upper left
@@ -376,65 +383,86 @@ finals = [r["final"] for _, r in main_runs]
 trained = cfg.steps >= 1000  # shorter runs (smoke) only exercise the code path
 deep_trained = cfg.deep_steps >= 1000
 loss_ratios = [f["test_loss"] / r["ref_loss"]["gd"] for f, (_, r) in zip(finals, main_runs)]
-ch.claim("loss", "A trained single LSA layer reaches the loss of one step of GD",
-         paper="trained LSA loss converges onto the 1-step-GD loss (a figure; its numbers "
-               "were not available to us)",
-         ours=f"LSA / GD loss = {min(loss_ratios):.4f}–{max(loss_ratios):.4f} over "
-              f"{len(finals)} seeds ({np.mean([f['test_loss'] for f in finals]):.4f} vs "
-              f"{gd_loss:.4f})",
-         holds=all(abs(r - 1) <= 0.02 for r in loss_ratios) if trained else None)
-ch.claim("predictions", "… and makes the same predictions",
-         paper="L2 distance of predictions falls to ≈ 0 (a figure; numbers n/a)",
-         ours=f"final distance {max(f['pred_dist_rel_gd'] for f in finals):.3f} of its initial "
-              f"value at worst ({max(f['pred_dist_gd'] for f in finals):.3f} in absolute terms)",
-         holds=all(f["pred_dist_rel_gd"] <= 0.1 for f in finals) if trained else None)
-ch.claim("sensitivities", "… with the same sensitivities ∂ŷ/∂x_q",
-         paper="cosine similarity of sensitivities → ≈ 1 (a figure; numbers n/a)",
-         ours=f"final cosine ≥ {min(f['cos_gd'] for f in finals):.4f}",
-         holds=all(f["cos_gd"] >= 0.99 for f in finals) if trained else None)
-ch.claim("weights", "The trained weights match the construction of Proposition 1 up to scale",
-         paper="weights found by optimization match the construction (abstract; heat maps)",
-         ours=f"cosine ≥ {min(min(m['cos_kq'], m['cos_pv']) for m in matches):.4f}; implied "
-              f"η = {min(m['eta_lsa'] for m in matches):.3f}–"
-              f"{max(m['eta_lsa'] for m in matches):.3f} vs η* = {matches[0]['eta_gd']:.3f}",
-         holds=all(min(m["cos_kq"], m["cos_pv"]) >= 0.99
-                   and abs(m["eta_lsa"] / m["eta_gd"] - 1) <= 0.05 for m in matches)
-         if trained else None)
-ch.claim("ood", "Out of distribution (scaled inputs), LSA and GD degrade the same way",
-         paper="identical loss curves for inputs from α·U, α ∈ [0.5, 2] (a figure; numbers n/a)",
-         ours=f"|LSA/GD − 1| ≤ {max(ood_dev):.3f} while GD's loss spans {gd_spread:.0f}×",
-         holds=(max(ood_dev) <= 0.1 and gd_spread > 10) if trained else None)
+
+
+def seeded(values):
+    """Per-seed values for a claim about trained models ({} = not tested at this preset)."""
+    return list(values) if trained else {}
+
+
+ch.claim_effect("loss", "A trained single LSA layer reaches the loss of one step of GD",
+                paper="trained LSA loss converges onto the 1-step-GD loss (a figure; its numbers "
+                      "were not available to us)",
+                ours=f"LSA {np.mean([f['test_loss'] for f in finals]):.4f} vs GD "
+                     f"{gd_loss:.4f}; LSA / GD − 1",
+                a=seeded(r - 1 for r in loss_ratios), threshold=0.02, direction="equivalent",
+                digits=4)
+ch.claim_effect("predictions", "… and makes the same predictions",
+                paper="L2 distance of predictions falls to ≈ 0 (a figure; numbers n/a)",
+                ours=f"final prediction distance / its initial value (absolute: ≤ "
+                     f"{max(f['pred_dist_gd'] for f in finals):.3f})",
+                a=seeded(f["pred_dist_rel_gd"] for f in finals), threshold=0.1,
+                direction="less")
+ch.claim_effect("sensitivities", "… with the same sensitivities ∂ŷ/∂x_q",
+                paper="cosine similarity of sensitivities → ≈ 1 (a figure; numbers n/a)",
+                ours="final cosine", a=seeded(f["cos_gd"] for f in finals), threshold=0.99,
+                digits=4)
+ch.claim_effect("weights",
+                "The trained weights match the construction of Proposition 1 up to scale",
+                paper="weights found by optimization match the construction (abstract; heat "
+                      "maps)",
+                ours=f"η* = {matches[0]['eta_gd']:.3f}",
+                a={"cosine (worse of W_KᵀW_Q, PW_V)":
+                   seeded(min(m["cos_kq"], m["cos_pv"]) for m in matches),
+                   "implied η / η* − 1": seeded(m["eta_lsa"] / m["eta_gd"] - 1
+                                                for m in matches)},
+                threshold={"cosine (worse of W_KᵀW_Q, PW_V)": 0.99, "implied η / η* − 1": 0.05},
+                direction={"cosine (worse of W_KᵀW_Q, PW_V)": "greater",
+                           "implied η / η* − 1": "equivalent"}, digits=4)
+ch.claim_effect("ood", "Out of distribution (scaled inputs), LSA and GD degrade the same way",
+                paper="identical loss curves for inputs from α·U, α ∈ [0.5, 2] (a figure; "
+                      "numbers n/a)",
+                ours=f"GD's loss spans {gd_spread:.0f}×; max over scales of |LSA/GD − 1|",
+                a=seeded(ood_dev) if gd_spread > 10 else {}, threshold=0.1, direction="less")
 if code_runs:
     code_final = [r["final"] for _, r in code_runs]
     code_ratio = [f["test_loss"] / r["ref_loss"]["gd"] for f, (_, r) in zip(code_final,
                                                                               code_runs)]
-    ch.claim("code_range", "The same holds at the official code's input range U(−½, ½) "
-             "[check]", paper="the official notebook trains on U(−½, ½)",
+    ch.claim("code_range", "The same holds at the official code's input range U(−½, ½)",
+             paper="the official notebook trains on U(−½, ½)",
              ours=f"LSA / GD loss {code_ratio[0]:.4f}, cosine "
                   f"{code_final[0]['cos_gd']:.4f}, prediction distance "
                   f"{code_final[0]['pred_dist_rel_gd']:.3f} of initial",
              holds=all(abs(r - 1) <= 0.02 for r in code_ratio)
              and all(f["cos_gd"] >= 0.99 and f["pred_dist_rel_gd"] <= 0.1 for f in code_final)
-             if trained else None)
+             if trained else None, kind="identity",
+             rule="one seed: |ratio − 1| ≤ 0.02, cosine ≥ 0.99, distance ≤ 0.1")
 for d in deep_summary:
     k = d["layers"]
     kind = "recurrent" if d["shared"] else "non-recurrent"
-    ch.claim(f"deep{k}_beats_gd", f"A trained {k}-layer {kind} LSA beats {k} steps of GD",
-             paper="Transformers surpass plain gradient descent (abstract; numbers n/a)",
-             ours=f"{d['loss'][0]:.4f} vs {d['gd']:.4f} (worst seed at "
-                  f"{d['worst_vs_gd']:.3f}× GD)",
-             holds=d["worst_vs_gd"] <= 0.98 if deep_trained else None)
-    ch.claim(f"deep{k}_gdpp", f"… and behaves like {k} steps of GD++ (curvature correction)",
-             paper="they learn an iterative curvature correction, GD++ (abstract; numbers n/a)",
-             ours=f"{d['loss'][0]:.4f} vs GD++ {d['gdpp']:.4f} (worst |ratio − 1| = "
-                  f"{d['worst_vs_gdpp']:.3f}); cosine vs GD++ {d['cos_gdpp']:.3f}, vs GD "
-                  f"{d['cos_gd']:.3f}",
-             holds=(d["worst_vs_gdpp"] <= 0.05 and d["closer_to_gdpp"]) if deep_trained else None)
+    deep_final = [r["final"] for _, r in d["runs"]]
+    ch.claim_effect(f"deep{k}_beats_gd", f"A trained {k}-layer {kind} LSA beats {k} steps of GD",
+                    paper="Transformers surpass plain gradient descent (abstract; numbers n/a)",
+                    ours=f"{d['loss'][0]:.4f} vs {d['gd']:.4f}; LSA / GD loss",
+                    a=[f["test_loss"] / d["gd"] for f in deep_final] if deep_trained else {},
+                    threshold=0.98, direction="less", digits=4)
+    gdpp_ratio, closer = "loss / GD++ − 1", "cos vs GD++ − cos vs GD"
+    ch.claim_effect(f"deep{k}_gdpp",
+                    f"… and behaves like {k} steps of GD++ (curvature correction)",
+                    paper="they learn an iterative curvature correction, GD++ (abstract; "
+                          "numbers n/a)",
+                    ours=f"{d['loss'][0]:.4f} vs GD++ {d['gdpp']:.4f}",
+                    a={gdpp_ratio: [f["test_loss"] / d["gdpp"] - 1 for f in deep_final],
+                       closer: [f["cos_gdpp"] - f["cos_gd"] for f in deep_final]}
+                    if deep_trained else {},
+                    threshold={gdpp_ratio: 0.05, closer: 0.0},
+                    direction={gdpp_ratio: "equivalent", closer: "greater"}, digits=4)
 ch.claim("construction", "Proposition 1: one LSA layer can implement one step of GD exactly",
          paper="explicit weight construction (Proposition 1)",
          ours=f"max relative deviation {max_err['float32']:.1e} (float32), "
               f"{max_err['float64']:.1e} (float64), 1–3 steps and GD++",
-         holds=max_err["float32"] < 1e-5 and max_err["float64"] < 1e-12)
+         holds=max_err["float32"] < 1e-5 and max_err["float64"] < 1e-12, kind="identity",
+         rule="relative deviation < 1e-5 (float32), < 1e-12 (float64)")
 
 # %% [markdown]
 # ## 8. Paper vs ours
@@ -485,7 +513,7 @@ ch.claims_table()
 # according to our notes; the official notebook uses $\mathcal{U}(-\tfrac12,\tfrac12)$, which we run as a check.
 # (2) GD's step size comes from an exact line search on separate tasks instead of a grid search
 # on the test tasks; GD++'s $(\eta,\gamma)$ from a direct minimisation instead of Adam.
-# (3) To fit the `book` budget: three seeds, one recurrent two-layer model trained for 2,500
+# (3) To fit the `book` budget: five seeds, recurrent two-layer models trained for 2,500
 # steps instead of 5,000, the input-range check for 1,500, and twelve input scales of 2,000
 # tasks each (the official code: 51 scales of 1,000, as in `full`). (4) Our GD++ normalises γ by
 # $1/N$; this only reparameterises it. The `full` preset runs five seeds, every check at the

@@ -8,6 +8,9 @@ import nbformat
 import pytest
 
 from lossbook import book, cache
+from lossbook.claims import KINDS as CLAIM_KINDS
+from lossbook.claims import MIN_SEEDS
+from lossbook.claims import VERDICTS as CLAIM_VERDICTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +102,10 @@ def test_committed_record_is_current_and_complete(chapter, monkeypatch):
     assert all("remove-cell" in c.metadata["tags"] for c in injected)
     claims = json.loads(book.claims_record_path(chapter).read_text())
     assert claims["provenance"]["preset"] == "book" and claims["claims"]
-    assert {c["verdict"] for c in claims["claims"]} <= {"held", "not held", "not tested"}
+    assert {c["verdict"] for c in claims["claims"]} <= set(CLAIM_VERDICTS)
+    assert {c["kind"] for c in claims["claims"]} <= set(CLAIM_KINDS)
+    seeded = [e for c in claims["claims"] for e in c["evidence"]]
+    assert all(e["n"] >= MIN_SEEDS for e in seeded), "book claims need at least 5 seeds"
 
 
 @pytest.mark.parametrize("chapter", book.chapters())
@@ -141,3 +147,59 @@ def test_failed_run_keeps_the_partial_notebook(tmp_repo):
     failed = out.with_suffix(".failed.ipynb")
     assert failed.is_file() and not out.exists()
     assert "boom" in failed.read_text()
+
+
+def test_status_page_scores_paper_claims_and_shows_audit_stability(tmp_repo):
+    fake_record(tmp_repo)
+    claims = [{"id": "p1", "statement": "paper claim", "verdict": "held", "kind": "paper",
+               "ours": "x"},
+              {"id": "p2", "statement": "flaky claim", "verdict": "held", "kind": "paper",
+               "ours": "y"},
+              {"id": "i1", "statement": "identity", "verdict": "held", "kind": "identity",
+               "ours": "z"},
+              {"id": "c1", "statement": "context", "verdict": "not held", "kind": "context",
+               "ours": "w"}]
+    (tmp_repo / "book" / "claims").mkdir(exist_ok=True)
+    book.claims_record_path("01_compsum").write_text(json.dumps({
+        "provenance": {"preset": "book", "wall_time_s": 10, "device": "cpu (x)",
+                       "commit": "abc"}, "claims": claims}))
+    (tmp_repo / "book" / "audit").mkdir()
+    book.audit_path("01_compsum").write_text(json.dumps({
+        "seed_sets": [1000, 2000], "claims": {
+            "p1": {"book": "held", "verdicts": ["held", "held"], "stability": 1.0},
+            "p2": {"book": "held", "verdicts": ["held", "inconclusive"], "stability": 0.5}}}))
+    page = book.status_page()
+    # paper claims only: 1 held, 0 not held, 1 inconclusive (p2 changed in the audit)
+    assert "| 1 | 0 | 1 | 0 | 1 identity, 1 context | 2 seed-sets |" in page
+    assert "| flaky claim | paper | inconclusive | 50% of 2 |" in page
+    assert "| paper claim | paper | held | 100% of 2 |" in page
+    assert "| identity | identity | held | – |" in page
+
+
+def test_audit_reexecutes_with_disjoint_seed_sets_and_writes_stability(tmp_repo, monkeypatch):
+    ran = []
+
+    def fake_execute(chapter, preset, params, output=None, **_):
+        import os
+
+        ran.append((params["seed"], os.environ.get("LOSSBOOK_AUDIT")))
+        held = params["seed"] != 2000  # the second fresh seed-set flips claim "a"
+        claims = [{"id": "a", "verdict": "held" if held else "inconclusive"},
+                  {"id": "b", "verdict": "not held"}]
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).with_suffix(".claims.json").write_text(json.dumps(
+            {"provenance": {"commit": "abc"}, "claims": claims}))
+        return Path(output)
+
+    monkeypatch.setattr(book, "execute", fake_execute)
+    out = book.audit("01_compsum", 3, "smoke")
+    assert ran == [(0, "1"), (1000, "1"), (2000, "1"), (3000, "1")]
+    result = json.loads(out.read_text())
+    assert result["seed_sets"] == [1000, 2000, 3000]
+    assert result["claims"]["a"]["verdicts"] == ["held", "inconclusive", "held"]
+    assert result["claims"]["a"]["stability"] == pytest.approx(2 / 3)
+    assert result["claims"]["b"]["stability"] == 1.0
+    assert "book" not in str(out.relative_to(tmp_repo))  # smoke audits stay under build/
+    assert "67%" in book.audit_report(out)
+    with pytest.raises(Exception, match="no book record"):
+        book.audit("01_compsum", 2)

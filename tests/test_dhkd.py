@@ -364,7 +364,8 @@ def test_specs_cover_the_grid():
     specs = C.student_specs(cfg, 0, "cpu")
     per_setting = [len(cfg.methods)] + [len(cfg.other_methods)] * (len(cfg.settings) - 1)
     assert len(specs) == sum(per_setting) * cfg.seeds
-    assert set(cfg.methods) == set(C.METHODS)
+    assert set(C.PRESETS["full"].methods) == set(C.METHODS)
+    assert set(cfg.other_methods) <= set(cfg.methods)  # every method a claim compares
     dhkd = next(s for s in specs if s["method"] == "dhkd")
     assert (dhkd["loss"], dhkd["aux"], dhkd["gamma"], dhkd["alpha"], dhkd["T"]) == \
         ("bkln", "linear", 1.0, 1.0, 2.0)

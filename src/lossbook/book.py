@@ -27,8 +27,8 @@ from typing import Any
 
 from lossbook import presets
 from lossbook.cache import code_hash, import_closure, imported_modules
-from lossbook.claims import markdown_table, summarize
-from lossbook.io import read_json, write_atomic
+from lossbook.claims import KINDS, audited, markdown_table, score_line, stability, summarize
+from lossbook.io import read_json, write_atomic, write_json
 from lossbook.paths import build_dir, repo_root
 
 LOCK_FILE = "requirements/lock.txt"
@@ -84,6 +84,15 @@ def record_path(chapter: str) -> Path:
 
 def claims_record_path(chapter: str) -> Path:
     return root() / "book" / "claims" / f"{chapter}.json"
+
+
+def audit_path(chapter: str) -> Path:
+    return root() / "book" / "audit" / f"{chapter}.json"
+
+
+def read_audit(chapter: str) -> dict | None:
+    path = audit_path(chapter)
+    return read_json(path) if path.is_file() else None
 
 
 def file_hash(path: Path) -> str:
@@ -374,13 +383,37 @@ def chapter_title(chapter: str) -> str:
     return chapter
 
 
+def record_claims(chapter: str, record: dict) -> list[dict]:
+    """The record's claims with the audit rule applied and each claim's audit stability."""
+    audit = (read_audit(chapter) or {}).get("claims", {})
+    out = []
+    for claim in record["claims"]:
+        raw = claim.get("protocol_verdict", claim["verdict"])
+        entry = audit.get(claim["id"])
+        verdict, _ = audited(raw, entry)
+        if claim["verdict"] == "inconclusive":  # already downgraded when it was executed
+            verdict = "inconclusive"
+        frac = stability(raw, entry.get("verdicts", [])) if entry else None
+        out.append({**claim, "kind": claim.get("kind", "paper"), "verdict": verdict,
+                    "stability": frac, "audit_runs": len(entry["verdicts"]) if entry else 0})
+    return out
+
+
 def status_page() -> str:
     """Markdown of the reproduction-status page, built from the committed records."""
     lines = ["# Reproduction status", "",
              "Every chapter's claims and verdicts at the `book` preset, as recorded by its last "
-             "execution. A chapter is **stale** when its source, the library or the locked "
-             "dependencies changed since then; `make book` re-executes exactly those.", ""]
-    rows, details = [], []
+             "execution. The reproduction score counts only the paper's empirical claims "
+             "(kind `paper`); derivation and implementation checks (`identity`) and claims that "
+             "are not the paper's (`context`) are listed apart. A seeded claim is *held* when "
+             "the 95 % t-interval of its seed-paired effect lies beyond the threshold stated in "
+             "the chapter, *not held* when it lies on the other side, and *inconclusive* "
+             "otherwise. **Stability** is the fraction of fresh seed-sets giving the book's "
+             "verdict in the last `lossbook audit`; a held / not held verdict that changed "
+             "there is shown as inconclusive. A chapter is **stale** when its source, the "
+             "library or the locked dependencies changed since its execution; `make book` "
+             "re-executes exactly those.", ""]
+    rows, details, every = [], [], []
     for chapter in chapters():
         claims_file = claims_record_path(chapter)
         try:
@@ -391,24 +424,86 @@ def status_page() -> str:
         reasons = staleness(chapter)
         state = "current" if not reasons else "stale: " + "; ".join(reasons)
         if record is None:
-            rows.append([f"[{chapter}]({chapter}.ipynb)", "–", "–", "–", "–", "–", "–", state])
+            rows.append([f"[{chapter}]({chapter}.ipynb)", *["–"] * 8, state])
             continue
-        prov, counts = record["provenance"], summarize(record["claims"])
+        claims = record_claims(chapter, record)
+        every += claims
+        prov, counts = record["provenance"], summarize(claims)
+        others = ", ".join(f"{sum(c['kind'] == k for c in claims)} {k}" for k in KINDS[1:])
+        audit = read_audit(chapter)
+        audit_cell = f"{len(audit['seed_sets'])} seed-sets" if audit else "none"
         runs = prov.get("runs", {})
         wall = f"{prov['wall_time_s']:.0f} s"
         if runs.get("cached"):
             wall += f" ({runs['cached']} of {runs['total']} runs from the cache)"
         rows.append([f"[{chapter_title(chapter)}]({chapter}.ipynb)", prov["preset"],
-                     counts["held"], counts["not held"], counts["not tested"],
-                     wall, prov["device"].split(" (")[0],
+                     counts["held"], counts["not held"], counts["inconclusive"],
+                     counts["not tested"], others, audit_cell, wall,
                      f"`{prov['commit']}` — {state}"])
         details += [f"## {chapter_title(chapter)}", "",
-                    markdown_table(["Claim", "Verdict", "Ours"],
-                                   [[c["statement"], c["verdict"], c["ours"]]
-                                    for c in record["claims"]]), ""]
-    lines.append(markdown_table(["Chapter", "Preset", "Held", "Not held", "Not tested",
-                                 "Wall time", "Device", "Commit / state"], rows))
+                    markdown_table(["Claim", "Kind", "Verdict", "Stability", "Ours"],
+                                   [[c["statement"], c["kind"], c["verdict"],
+                                     "–" if c["stability"] is None
+                                     else f"{c['stability']:.0%} of {c['audit_runs']}",
+                                     c["ours"]] for c in claims]), ""]
+    lines.append(markdown_table(["Chapter", "Preset", "Held", "Not held", "Inconclusive",
+                                 "Not tested", "Not counted", "Audit", "Wall time",
+                                 "Commit / state"], rows))
+    lines += ["", score_line(every)]
     return "\n".join([*lines, "", *details])
+
+
+AUDIT_SEED_STRIDE = 1000  # seed-set i starts at i × 1000: disjoint from the book's seeds 0 … n−1
+
+
+def audit(chapter: str, seed_sets: int = 3, preset: str = BOOK_PRESET) -> Path:
+    """Re-execute `chapter` with `seed_sets` fresh seed-sets and write, per claim, the verdicts
+    and the fraction that match the book's (`book/audit/<chapter>.json`; other presets compare
+    with a seed-0 run at that preset and write under build/audit/)."""
+    source_path(chapter)
+    presets.resolve(chapter, preset)
+    if isinstance(seed_sets, bool) or not isinstance(seed_sets, int) or seed_sets < 1:
+        raise presets.ConfigError(f"--seeds must be a positive int, got {seed_sets!r}")
+    work = build_dir() / "audit" / preset
+    if preset == BOOK_PRESET:
+        baseline_file, out = claims_record_path(chapter), audit_path(chapter)
+        if not baseline_file.is_file():
+            raise presets.ConfigError(f"{chapter} has no book record to audit; run `make book`")
+    else:
+        baseline_nb, out = work / f"{chapter}-seed0.ipynb", work / f"{chapter}.json"
+        baseline_file = baseline_nb.with_suffix(".claims.json")
+    os.environ["LOSSBOOK_AUDIT"] = "1"  # fresh runs report the protocol's verdicts
+    try:
+        if preset != BOOK_PRESET:
+            execute(chapter, preset, {"seed": 0}, output=baseline_nb)
+        seeds = [AUDIT_SEED_STRIDE * (i + 1) for i in range(seed_sets)]
+        fresh = []
+        for seed in seeds:
+            print(f"[lossbook] audit {chapter}: seed-set starting at {seed}", flush=True)
+            nb = execute(chapter, preset, {"seed": seed}, output=work / f"{chapter}-seed{seed}"
+                         ".ipynb")
+            fresh.append({c["id"]: c.get("protocol_verdict", c["verdict"])
+                          for c in read_json(nb.with_suffix(".claims.json"))["claims"]})
+    finally:
+        os.environ.pop("LOSSBOOK_AUDIT", None)
+    baseline = read_json(baseline_file)
+    result = {"chapter": chapter, "preset": preset, "seed_sets": seeds,
+              "book_commit": baseline["provenance"]["commit"],
+              "executed_at": datetime.now(UTC).isoformat(timespec="seconds"), "claims": {}}
+    for claim in baseline["claims"]:
+        book_verdict = claim.get("protocol_verdict", claim["verdict"])
+        verdicts = [run.get(claim["id"], "not tested") for run in fresh]
+        result["claims"][claim["id"]] = {"book": book_verdict, "verdicts": verdicts,
+                                         "stability": stability(book_verdict, verdicts)}
+    write_json(out, result)
+    return out
+
+
+def audit_report(path: Path) -> str:
+    result = read_json(path)
+    rows = [[cid, e["book"], ", ".join(e["verdicts"]), f"{e['stability']:.0%}"]
+            for cid, e in result["claims"].items()]
+    return markdown_table(["claim", "book verdict", "fresh seed-sets", "stability"], rows)
 
 
 def write_status_page() -> Path:

@@ -79,6 +79,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    path = book.audit(args.chapter, args.seeds, args.preset)
+    print(book.audit_report(path))
+    print(f"[lossbook] wrote {path}")
+    return 0
+
+
 def interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -107,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_build)
     p = sub.add_parser("status", help="rewrite book/status.md from the committed records")
     p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("audit", help="re-execute a chapter with fresh seed-sets; per claim, "
+                       "the fraction giving the book's verdict (book/audit/<chapter>.json)")
+    p.add_argument("chapter")
+    p.add_argument("--seeds", type=int, default=3, help="number of fresh seed-sets (default 3)")
+    p.add_argument("--preset", default="book",
+                   help="book (compares with the record) or another preset (compares with a "
+                        "seed-0 run, writes under build/audit/)")
+    p.set_defaults(fn=cmd_audit)
     args = parser.parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:  # clean up (kernel, workers) as Ctrl-C does

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lossbook import claims as protocol
 from lossbook import presets
 from lossbook.cache import RunCache, default_workers, exit_with_parent, sweep
 from lossbook.claims import Claim, claims_markdown
@@ -55,16 +56,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def dirty_paths(porcelain: str) -> list[str]:
+    """Changed tracked paths outside book/ (the build itself rewrites the records there)."""
+    paths = [line[3:].split(" -> ")[-1].strip('"') for line in porcelain.splitlines() if line]
+    return [p for p in paths if not p.startswith("book/")]
+
+
 def git_commit() -> str:
+    """HEAD, with `+dirty(path, …)` naming the changed tracked files outside book/."""
     try:
         root = repo_root()
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
                                 capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=root, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    dirty = dirty_paths(status)
+    if not dirty:
+        return commit
+    more = f", +{len(dirty) - 3} more" if len(dirty) > 3 else ""
+    return f"{commit}+dirty({', '.join(dirty[:3])}{more})"
 
 
 @dataclass
@@ -91,11 +103,71 @@ class Chapter:
         self.runs_total += len(specs)
         return sweep(fn, specs, cache=self.run_cache, workers=self.workers, desc=desc)
 
-    def claim(self, id: str, statement: str, *, paper: str, ours: str, holds: bool | None,
-              note: str = "") -> None:
-        """State a claim of the paper, our evidence, and whether it held (None: not tested)."""
-        claim = Claim(id, statement, paper, ours, None if holds is None else bool(holds), note)
+    def audit_entry(self, id: str) -> dict | None:
+        """This claim's stability in the chapter's last audit (book preset only)."""
+        if self.preset != "book" or os.environ.get("LOSSBOOK_AUDIT"):
+            return None  # an audit run compares the protocol's own verdicts
+        from lossbook.book import read_audit
+
+        return (read_audit(self.name) or {}).get("claims", {}).get(id)
+
+    def _add(self, id, statement, paper, ours, verdict, kind, note, rule="", evidence=()):
+        final, audit_note = protocol.audited(verdict, self.audit_entry(id))
+        note = "; ".join(filter(None, [note, audit_note]))
+        claim = Claim(id, statement, paper, ours, final, kind, note, rule, list(evidence),
+                      verdict)
         self.claims = [c for c in self.claims if c.id != id] + [claim]
+        return claim
+
+    def claim(self, id: str, statement: str, *, paper: str, ours: str, holds: bool | None,
+              kind: str = "paper", note: str = "", rule: str = "") -> Claim:
+        """A claim decided without seeds: an exact check within a tolerance (`identity`), or
+        one whose rule is not a paired effect. holds=None: not tested at this preset."""
+        verdict = protocol.verdict_of(None if holds is None else bool(holds))
+        return self._add(id, statement, paper, ours, verdict, kind, note, rule)
+
+    def claim_effect(self, id: str, statement: str, *, paper: str, a, b=None,
+                     threshold: float | dict = 0.0, direction: str | dict = "greater",
+                     kind: str = "paper", ours: str = "", note: str = "", digits: int = 3) -> Claim:
+        """A seeded claim decided by the protocol of `lossbook.claims`: per-seed values `a`
+        (minus the seed-paired `b`), their t-interval against `threshold` (stated before the
+        result). `a`/`b` are lists, or dicts {condition: list} for a claim over conditions
+        (then `threshold` and `direction` may also be dicts {condition: value})."""
+        conditions = {k: list(v) for k, v in (a if isinstance(a, dict) else {"": a}).items()
+                      if v is not None and len(v)}
+        others = b if isinstance(b, dict) else dict.fromkeys(conditions, b)
+        if not conditions:
+            return self._add(id, statement, paper, f"{ours} — not tested at this preset"
+                             if ours else "not run at this preset",
+                             "not tested", kind, note)
+        dirs = direction if isinstance(direction, dict) else dict.fromkeys(conditions, direction)
+        thr = threshold if isinstance(threshold, dict) else dict.fromkeys(conditions, threshold)
+        ev = [protocol.evidence(label, conditions[label], others.get(label), thr[label],
+                                dirs[label], digits) for label in conditions]
+        text = "; ".join(e["text"] for e in ev)
+        rule = "; ".join(dict.fromkeys(
+            (f"{label}: " if isinstance(threshold, dict) else "")
+            + protocol.rule_text(thr[label], dirs[label]) for label in conditions))
+        return self._add(id, statement, paper, f"{ours} — {text}" if ours else text,
+                         protocol.combine([e["verdict"] for e in ev]), kind, note, rule, ev)
+
+    def claim_best(self, id: str, statement: str, *, paper: str, values: dict, best,
+                   threshold: float = 0.0, higher: bool = True, kind: str = "paper",
+                   ours: str = "", note: str = "", digits: int = 3) -> Claim:
+        """A "best of" claim: the best of `best` (by mean) against the runner-up of the rest,
+        seed-paired, with the rule of `claim_effect`. `values` is {name: per-seed list}, or
+        {condition: {name: per-seed list}} for a claim over conditions."""
+        nested = values and isinstance(next(iter(values.values())), dict)
+        conditions = values if nested else {"": values}
+        a, b = {}, {}
+        for label, vals in conditions.items():
+            claimed, rival = protocol.runner_up(vals, best, higher)
+            key = f"{label + ': ' if label else ''}{claimed} vs {rival}"
+            a[key], b[key] = vals[claimed], vals[rival]
+        return self.claim_effect(id, statement, paper=paper, a=a, b=b,
+                                 threshold=threshold if higher else -threshold,
+                                 direction="greater" if higher else "less", kind=kind,
+                                 ours=ours, note=note, digits=digits)
 
     def claims_table(self):
         from IPython.display import Markdown

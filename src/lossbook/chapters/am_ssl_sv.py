@@ -42,7 +42,7 @@ class Config:
     aam_large_margins: tuple[float, ...] = (0.3,)  # the paper's "exploding gradients" value
     follow_up_am_margins: tuple[float, ...] = (0.1, 0.2)  # margins also run at the second scale
     follow_up_aam_margins: tuple[float, ...] = ()
-    seeds: int = 3
+    seeds: int = 5
     # toy task: identities, utterances, difficulty
     task: str = "toy"
     train_ids: int = 200
@@ -99,7 +99,8 @@ PRESETS = {
                     follow_up_am_margins=(), follow_up_aam_margins=(), seeds=1, train_ids=40,
                     test_ids=20, utterances=10, calibration_levels=(0.25,), nontarget_trials=2000,
                     epochs=1, batch_size=64, eval_every=1),
-    "book": Config(),
+    # Five seeds fit the 3-minute budget by running only the AM margins a claim uses.
+    "book": Config(am_margins=(0.2, 0.3, 0.4)),
     # The paper's setting (Interspeech 2023, Tables 1–2; official configs/interspeech_2023):
     # VoxCeleb1 dev, Thin ResNet-34 (512-d, base 16), projector 512-2048-256, 200 epochs, batch
     # 256, Adam 1e-3 decayed × 0.95 every 10 epochs, s = 5, MUSAN + RIR, VoxCeleb1-O with

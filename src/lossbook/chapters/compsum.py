@@ -22,7 +22,7 @@ class Config:
     # (B) loss comparison: τ grid, tasks, seeds
     taus: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 1.7, 2.0)
     tasks: tuple[str, ...] = ("mnist1d", "mnist1d_noisy", "gmm100")
-    seeds: int = 3
+    seeds: int = 5
     noise_rate: float = 0.4
     mnist1d_samples: int = 5000
     gmm_classes: int = 100
@@ -52,7 +52,7 @@ class Config:
     adv_train_steps: int = 10
     adv_eval_steps: int = 20
     adv_epochs: int = 20
-    adv_seeds: int = 2
+    adv_seeds: int = 5
     adv_tau: float = 1.0
     adv_rho: float = 1.0
     trades_betas: tuple[float, ...] = (0.5, 1.0, 3.0, 6.0)

@@ -65,7 +65,7 @@ class Config:
     anneal_iters: int = 190
     penalty_weights: tuple[float, ...] = (1e2, 1e3, OFFICIAL_WEIGHT)
     probes: int = 150  # Hutchinson probes (official CMNIST scripts: 150)
-    restarts: int = 3
+    restarts: int = 5
     eval_every: int = 10
     # (3) label shift: the official imbalanced variant
     label_shift: bool = False
@@ -80,7 +80,7 @@ class Config:
     diversity_batch: int = 64
     diversity_lr: float = 1e-3
     diversity_eval_every: int = 100
-    diversity_restarts: int = 2
+    diversity_restarts: int = 5
     diversity_probes: int = 300  # DomainBed Hutchinson (calc_hessian_diag repeat=300)
     hparam_draws: int = 0  # DomainBed random search: 0 = the registry defaults only
     fishr_anneal: int = 1500  # DomainBed Fishr penalty_anneal_iters

@@ -62,7 +62,7 @@ class Config:
     # methods and repetitions (re-sampling, a context baseline, only at `smoke` and `full`: it
     # did not fit in the `book` budget)
     methods: tuple[str, ...] = ("ce", "ce_rw", "ce_drw", "ldam", "ldam_drw")
-    seeds: int = 3
+    seeds: int = 5
     # model
     model: str = "cnn1d"
     channels: int = 32
