@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbook import presets
-from lossbook.cache import RunCache, default_workers, sweep
+from lossbook.cache import RunCache, check_executor, default_workers, sweep
 from lossbook.claims import Claim, claims_markdown
 from lossbook.io import write_json
 from lossbook.paths import build_dir, cache_dir, repo_root
@@ -77,7 +77,8 @@ class Chapter:
         """Run `fn` over `specs` in parallel workers, reusing finished runs from the cache."""
         self.runs_cached += sum(self.run_cache.get(fn, spec) is not None for spec in specs)
         self.runs_total += len(specs)
-        return sweep(fn, specs, cache=self.run_cache, workers=self.workers, desc=desc)
+        return sweep(fn, specs, cache=self.run_cache, workers=self.workers, desc=desc,
+                     gpus=int(self.device.startswith("cuda")))
 
     def claim(self, id: str, statement: str, *, paper: str, ours: str, holds: bool | None,
               note: str = "") -> None:
@@ -154,6 +155,7 @@ def start(chapter: str, preset: str = "book", seed: int = 0, device: str = "auto
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise presets.ConfigError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
     resolved = resolve_device(device)
+    check_executor()  # LOSSBOOK_EXECUTOR
     if resolved == "cpu":
         torch.set_num_threads(1)
     torch.set_flush_denormal(True)
