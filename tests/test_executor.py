@@ -17,3 +17,9 @@ def test_local_is_the_default(monkeypatch):
     monkeypatch.delenv("LOSSBOOK_EXECUTOR", raising=False)
     assert cache.check_executor() == "local"
     assert cache.check_executor("ray") == "ray"
+
+
+def test_a_ray_task_refuses_a_different_library_source():
+    with pytest.raises(RuntimeError, match="differs from the driver's"):
+        cache._ray_run(dict, {"x": 1}, library="another commit")
+    assert cache._ray_run(dict, {"x": 1}, library=cache.compute_hash()) == {"x": 1}

@@ -133,7 +133,11 @@ def ray_init(num_cpus: int | None = None) -> None:
                  log_to_driver=False, logging_level="WARNING")
 
 
-def _ray_run(fn: Callable[[dict], dict], spec: dict) -> dict:
+def _ray_run(fn: Callable[[dict], dict], spec: dict, library: str) -> dict:
+    if compute_hash() != library:  # its result would be cached under the driver's key
+        raise RuntimeError(f"lossbook's source on this Ray node ({PACKAGE_DIR}) differs from "
+                           "the driver's: install the same commit on every node, or ship it "
+                           "with Ray's runtime_env (README: Sweeps and clusters)")
     init_worker()
     return fn(spec)
 
@@ -147,7 +151,7 @@ def _run_ray(fn, todo: dict[int, dict], finish: Callable[[int, dict], None], *, 
     ray_init(cpus)
     task = ray.remote(_ray_run).options(num_cpus=1, num_gpus=gpus, max_retries=RAY_RETRIES,
                                         retry_exceptions=False)
-    pending = {task.remote(fn, spec): i for i, spec in todo.items()}
+    pending = {task.remote(fn, spec, compute_hash()): i for i, spec in todo.items()}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
