@@ -18,8 +18,8 @@ QUIET_PIP := { grep -v "is ignored: it is neither" || true; }
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c $(LOCK) "torch==2.13.0" 2>&1 | $(QUIET_PIP)
-	$(PIP) install -q -c $(LOCK) -e ".[book,test]" 2>&1 | $(QUIET_PIP)
-	$(PY) -c "import torch, lossbook, jupyter_book, nbval, mnist1d"
+	$(PIP) install -q -c $(LOCK) -e ".[book,test,ray]" 2>&1 | $(QUIET_PIP)
+	$(PY) -c "import torch, lossbook, jupyter_book, nbval, mnist1d, ray"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

@@ -8,6 +8,8 @@
    (the M models stacked), one process, one thread.
 5. Each chapter's wall time at the `book` preset: recorded by its last `make book` (default), or
    re-executed now with an empty run cache (`--chapters`).
+6. Executors: one chapter's `book`-preset runs through `cache.sweep` on the local process pool vs
+   a Ray started on this machine (same CPUs, an empty run cache each time).
 """
 
 from __future__ import annotations
@@ -165,6 +167,35 @@ def chapter_table(execute: bool) -> str:
     return markdown_table(["chapter", "book-preset wall time", "measured"], rows)
 
 
+def executor_table(chapter: str = "06_ldam_drw") -> str:
+    """The chapter's runs are independent: the sweep is all of its compute."""
+    from lossbook import presets
+    from lossbook.chapters import ldam_drw
+
+    cfg = presets.resolve(chapter, "book")
+    specs = ldam_drw.specs(cfg, 0, "cpu")
+    for task in cfg.tasks:  # generate the data on disk once, as the chapter does before its sweep
+        ldam_drw.base_data(task, cfg.mnist1d_samples, cfg.data_dir, cfg.download)
+    workers, seconds = cache.default_workers("cpu"), {}
+    for executor in ("local", "ray"):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            if executor == "ray":
+                cache.ray_init(workers)
+                seconds["ray start"] = time.perf_counter() - start
+            cache.sweep(ldam_drw.run, specs, cache=cache.RunCache(tmp), workers=workers,
+                        executor=executor, progress=False)
+            seconds[executor] = time.perf_counter() - start
+    import ray
+
+    ray.shutdown()
+    rows = [[f"{chapter}, {len(specs)} runs", f"{seconds['local']:.0f}",
+             f"{seconds['ray']:.0f} (start {seconds['ray start']:.0f})",
+             f"{seconds['local'] / seconds['ray']:.2f}×"]]
+    return markdown_table(["book-preset runs", f"local pool, {workers} workers (s)",
+                           f"Ray here, {workers} CPUs, start included (s)", "speed-up"], rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,6 +215,7 @@ def main() -> int:
         ("4. Seed replicates: sequential fits vs one stacked fit (1 thread)",
          batched_table(dataset)),
         ("5. Chapters at the book preset", chapter_table(args.chapters)),
+        ("6. Executors: local process pool vs Ray", executor_table()),
     ]:
         print(f"{title}\n{table}\n", flush=True)
     return 0

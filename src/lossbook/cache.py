@@ -6,6 +6,10 @@ module imports (transitively; comments do not count), the lock file and the nump
 written atomically as each run finishes, so an interrupted sweep resumes and nothing is
 recomputed. Editing presentation-only modules (figures, tables, the book builder) keeps finished
 runs. An unreadable entry is removed with a warning and recomputed.
+
+Executors (`LOSSBOOK_EXECUTOR`): `local`, spawned worker processes on this machine (default);
+`ray`, one Ray task per run on the cluster at `RAY_ADDRESS` (or a Ray started here). Results
+always come back to this process and go into its run cache.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from lossbook.paths import PACKAGE_DIR, repo_root
 # Modules that only present results or drive a notebook (book building, CLI, tables, figures,
 # the chapter session) cannot change what a run `fn(spec)` computes, so editing them does not
 # invalidate finished runs; anything else does.
-PRESENTATION = {"book.py", "cli.py", "claims.py", "plotting.py", "session.py", "__main__.py"}
+PRESENTATION = {"book.py", "cli.py", "claims.py", "plotting.py", "session.py", "__main__.py",
+                "grid.py"}
+EXECUTORS = ("local", "ray")
+RAY_RETRIES = 3  # a Ray task whose worker or node dies is re-run this many times
 
 
 @cache
@@ -185,10 +192,25 @@ def run_job(fn: Callable[[dict], dict], specs: list[dict]) -> list[dict]:
     return fn.batched(specs) if len(specs) > 1 else [fn(specs[0])]  # type: ignore[attr-defined]
 
 
+def check_executor(executor: str | None = None) -> str:
+    """The executor to use (default: `LOSSBOOK_EXECUTOR`, else local); fails on an unknown one."""
+    executor = executor or os.environ.get("LOSSBOOK_EXECUTOR") or "local"
+    if executor not in EXECUTORS:
+        from lossbook.presets import ConfigError
+
+        raise ConfigError(f"unknown executor {executor!r}; valid executors: "
+                          f"{', '.join(EXECUTORS)}")
+    return executor
+
+
 def sweep(fn: Callable[[dict], dict], specs: list[dict], *, cache: RunCache | None = None,
-          workers: int = 1, desc: str | None = None, progress: bool = True) -> list[dict]:
-    """Results of `fn(spec)` for every spec, in order: cached ones read, the rest computed."""
+          workers: int = 1, desc: str | None = None, progress: bool = True,
+          executor: str | None = None, gpus: int = 0) -> list[dict]:
+    """Results of `fn(spec)` for every spec, in order: cached ones read, the rest computed
+    (`gpus`: GPUs each run requests from Ray)."""
     from tqdm.auto import tqdm
+
+    executor = check_executor(executor)
 
     results: list[dict | None] = [cache.get(fn, s) if cache else None for s in specs]
     todo = [i for i, r in enumerate(results) if r is None]
@@ -202,7 +224,9 @@ def sweep(fn: Callable[[dict], dict], specs: list[dict], *, cache: RunCache | No
         bar.update()
 
     jobs = replicate_groups(fn, specs, todo, workers)
-    if workers <= 1 or len(jobs) <= 1:
+    if executor == "ray" and todo:
+        _run_ray(fn, {i: specs[i] for i in todo}, finish, cpus=max(1, workers), gpus=gpus)
+    elif workers <= 1 or len(jobs) <= 1:
         init_worker()
         for job in jobs:
             for i, result in zip(job, run_job(fn, [specs[i] for i in job])):
@@ -238,6 +262,47 @@ def terminate_on(pool: futures.ProcessPoolExecutor, signals=(signal.SIGTERM,)):
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def ray_init(num_cpus: int | None = None) -> None:
+    """Connect to the Ray cluster at `RAY_ADDRESS`, or start a small Ray on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False, logging_level="WARNING")
+    else:  # results are small JSON dicts: a 200 MB object store and no dashboard are plenty
+        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=200 * 2**20,
+                 log_to_driver=False, logging_level="WARNING")
+
+
+def _ray_run(fn: Callable[[dict], dict], spec: dict, library: str) -> dict:
+    if compute_hash() != library:  # its result would be cached under the driver's key
+        raise RuntimeError(f"lossbook's source on this Ray node ({PACKAGE_DIR}) differs from "
+                           "the driver's: install the same commit on every node, or ship it "
+                           "with Ray's runtime_env (README: Sweeps and clusters)")
+    init_worker()
+    return fn(spec)
+
+
+def _run_ray(fn, todo: dict[int, dict], finish: Callable[[int, dict], None], *, cpus: int,
+             gpus: int) -> None:
+    """One Ray task per run; each result is cached here as soon as it arrives. A task whose
+    worker dies is retried; an exception raised by the run itself is not (it would recur)."""
+    import ray
+
+    ray_init(cpus)
+    task = ray.remote(_ray_run).options(num_cpus=1, num_gpus=gpus, max_retries=RAY_RETRIES,
+                                        retry_exceptions=False)
+    pending = {task.remote(fn, spec, compute_hash()): i for i, spec in todo.items()}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            finish(pending.pop(done[0]), ray.get(done[0]))
+    finally:
+        for ref in pending:  # interrupted or failed: stop the runs still queued or running
+            ray.cancel(ref, force=True)
 
 
 def default_workers(device: str) -> int:

@@ -1,13 +1,15 @@
-"""The `lossbook` command: list chapters, run one at a preset, build the book."""
+"""The `lossbook` command: list chapters, run one at a preset or over a grid, build the book."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
-from lossbook import book, presets
+from lossbook import book, cache, presets
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -54,6 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   "default parameters, executed: it takes no -p, -o or "
                                   "--prepare-only")
     params = parse_params(args.param)
+    if args.executor:  # the notebook's kernel inherits it
+        os.environ["LOSSBOOK_EXECUTOR"] = cache.check_executor(args.executor)
     if args.record:
         path = book.execute(args.chapter, args.preset, params,
                             output=book.record_path(args.chapter),
@@ -63,6 +67,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                             output=args.output, prepare_only=args.prepare_only)
     print(f"[lossbook] wrote {path}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from lossbook import grid
+
+    summary = grid.run(args.chapter, args.preset, grid.parse_grid(args.grid),
+                       parse_params(args.param), executor=args.executor, jobs=args.jobs,
+                       out=args.output, force=args.force)
+    out = args.output or book.build_dir() / args.preset / "sweeps" / args.chapter
+    print(f"[lossbook] wrote {out}/summary.md and summary.json")
+    failed = [p["name"] for p in summary["points"] if p["error"]]
+    if failed:
+        print(f"lossbook: {len(failed)} point(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -106,7 +124,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="inject parameters without executing (for nbval)")
     p.add_argument("--record", action="store_true",
                    help="write the published record book/<chapter>.ipynb (book preset)")
+    p.add_argument("--executor", choices=cache.EXECUTORS,
+                   help="where the chapter's runs go (default $LOSSBOOK_EXECUTOR or local)")
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("sweep", help="execute one chapter at every point of a parameter grid")
+    p.add_argument("chapter")
+    p.add_argument("--preset", default="book")
+    p.add_argument("-g", "--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a grid axis: a notebook parameter or config field and its values")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter fixed across the grid")
+    p.add_argument("--executor", choices=cache.EXECUTORS,
+                   help="local processes or Ray tasks (default $LOSSBOOK_EXECUTOR or local)")
+    p.add_argument("-j", "--jobs", type=int,
+                   help="points at a time (local; default 2) or CPUs of a Ray started here")
+    p.add_argument("-o", "--output", type=Path,
+                   help="folder of the notebooks and summary (default build/<preset>/sweeps/<ch>)")
+    p.add_argument("--force", action="store_true", help="re-execute points already done")
+    p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("build", help="execute stale chapters at `book`, then build the HTML")
     p.add_argument("--force", action="store_true", help="re-execute every chapter")
     p.add_argument("--no-execute", action="store_true", help="render the committed records")

@@ -15,7 +15,7 @@ from typing import Any
 
 from lossbook import claims as protocol
 from lossbook import presets
-from lossbook.cache import RunCache, default_workers, exit_with_parent, sweep
+from lossbook.cache import RunCache, check_executor, default_workers, exit_with_parent, sweep
 from lossbook.claims import Claim, claims_markdown
 from lossbook.io import write_json
 from lossbook.paths import build_dir, cache_dir, repo_root
@@ -101,7 +101,8 @@ class Chapter:
         """Run `fn` over `specs` in parallel workers, reusing finished runs from the cache."""
         self.runs_cached += sum(self.run_cache.get(fn, spec) is not None for spec in specs)
         self.runs_total += len(specs)
-        return sweep(fn, specs, cache=self.run_cache, workers=self.workers, desc=desc)
+        return sweep(fn, specs, cache=self.run_cache, workers=self.workers, desc=desc,
+                     gpus=int(self.device.startswith("cuda")))
 
     def audit_entry(self, id: str) -> dict | None:
         """This claim's stability in the chapter's last audit (book preset only)."""
@@ -242,6 +243,7 @@ def start(chapter: str, preset: str = "book", seed: int = 0, device: str = "auto
     parent = os.environ.get("LOSSBOOK_PARENT_PID", "")
     if parent.isdigit() and int(parent) == os.getppid():  # a kernel started by `lossbook run`
         exit_with_parent(int(parent))
+    check_executor()  # LOSSBOOK_EXECUTOR
     if resolved == "cpu":
         torch.set_num_threads(1)
     torch.set_flush_denormal(True)
