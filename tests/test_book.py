@@ -170,7 +170,7 @@ def test_status_page_scores_paper_claims_and_shows_audit_stability(tmp_repo):
             "p2": {"book": "held", "verdicts": ["held", "inconclusive"], "stability": 0.5}}}))
     page = book.status_page()
     # paper claims only: 1 held, 0 not held, 1 inconclusive (p2 changed in the audit)
-    assert "| 1 | 0 | 1 | 0 | 1 identity, 1 context | 2 seed-sets |" in page
+    assert "| 1 / 0 / 1 / 0 | 1 identity, 1 context | 2 seed-sets |" in page
     assert "| flaky claim | paper | inconclusive | 50% of 2 |" in page
     assert "| paper claim | paper | held | 100% of 2 |" in page
     assert "| identity | identity | held | – |" in page
