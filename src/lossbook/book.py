@@ -399,6 +399,12 @@ def record_claims(chapter: str, record: dict) -> list[dict]:
     return out
 
 
+def commit_cell(commit: str) -> str:
+    """The hash as code, the dirty paths as plain text (a long code span cannot wrap)."""
+    head, _, dirty = commit.partition("+")
+    return f"`{head}`" + (f" +{dirty.replace(',', ', ')}" if dirty else "")
+
+
 def status_page() -> str:
     """Markdown of the reproduction-status page, built from the committed records."""
     lines = ["# Reproduction status", "",
@@ -439,7 +445,7 @@ def status_page() -> str:
         paper = " / ".join(str(counts[v]) for v in ("held", "not held", "inconclusive",
                                                     "not tested"))
         rows.append([f"[{chapter_title(chapter)}]({chapter}.ipynb)", paper, others, audit_cell,
-                     wall, f"`{prov['commit']}` — {state}"])
+                     wall, commit_cell(prov["commit"]) + f" — {state}"])
         details += [f"## {chapter_title(chapter)}", "",
                     markdown_table(["Claim", "Kind", "Verdict", "Stability", "Ours"],
                                    [[c["statement"], c["kind"], c["verdict"],
