@@ -34,7 +34,10 @@ import torch.nn.functional as F
 from lossbook import batched, data, margins, models, train
 from lossbook.presets import at_least, between, nonempty, one_of, positive
 
-# method → (loss, re-balancing rule); the names of Cao et al. (ERM = CE)
+# method → (loss, re-balancing rule); the names of Cao et al. (ERM = CE). Losses: "ce" (linear
+# head), and on the cosine classifier with scale s: "ldam" (Δ_j ∝ n_j^(−1/4)), and two controls
+# that are not the paper's methods — "cos" (cosine-classifier CE, Δ = 0) and "ldam_uniform" (one
+# margin for every class, equal to the mean of the LDAM margins Δ_j over the classes).
 METHODS = {
     "ce": ("ce", "none"),
     "ce_rw": ("ce", "reweight"),
@@ -42,9 +45,16 @@ METHODS = {
     "ce_drw": ("ce", "drw"),
     "ldam": ("ldam", "none"),
     "ldam_drw": ("ldam", "drw"),
+    "cos": ("cos", "none"),
+    "cos_drw": ("cos", "drw"),
+    "ldam_uni": ("ldam_uniform", "none"),
+    "ldam_uni_drw": ("ldam_uniform", "drw"),
 }
 METHOD_LABELS = {"ce": "CE", "ce_rw": "CE-RW", "ce_rs": "CE-RS", "ce_drw": "CE-DRW",
-                 "ldam": "LDAM", "ldam_drw": "LDAM-DRW"}
+                 "ldam": "LDAM", "ldam_drw": "LDAM-DRW", "cos": "Cos-CE", "cos_drw": "Cos-CE-DRW",
+                 "ldam_uni": "LDAM-uniform", "ldam_uni_drw": "LDAM-uniform-DRW"}
+PAPER_METHODS = ("ce", "ce_rw", "ce_rs", "ce_drw", "ldam", "ldam_drw")
+CONTROLS = ("cos", "cos_drw", "ldam_uni", "ldam_uni_drw")
 VISION_TASKS = ("cifar10", "cifar100")
 # official `cifar_train.py` transforms.Normalize constants
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -59,9 +69,18 @@ class Config:
     profile: str = "exp"
     max_per_class: int = 500  # n_max; 0 = the smallest class of the full training set
     mnist1d_samples: int = 10000
+    # which class gets which count: a permutation drawn from the seed (True), or class c gets
+    # the c-th largest count, as in the official CIFAR-LT (False)
+    permute_classes: bool = True
+    # MNIST-1D augmentation, the analogue of the official random crop (padding 4): a random
+    # shift by up to `shift` samples (zero padding) and Gaussian noise of std `noise` (the
+    # signals are standardised), drawn per batch; 0 and 0 = none
+    shift: int = 4
+    noise: float = 0.1
     # methods and repetitions (re-sampling, a context baseline, only at `smoke` and `full`: it
     # did not fit in the `book` budget)
-    methods: tuple[str, ...] = ("ce", "ce_rw", "ce_drw", "ldam", "ldam_drw")
+    methods: tuple[str, ...] = ("ce", "ce_rw", "ce_drw", "ldam", "ldam_drw", "cos", "ldam_uni",
+                                "ldam_uni_drw")
     seeds: int = 5
     # model
     model: str = "cnn1d"
@@ -70,12 +89,12 @@ class Config:
     max_margin: float = 0.5
     scale: float = 30.0
     beta: float = 0.9999
-    drw_epoch: int = 64
+    drw_epoch: int = 48
     # optimisation (official: SGD 0.1, momentum 0.9, wd 2e-4, batch 128, 200 epochs,
-    # warm-up 5, ×0.01 at 160 and 180; `book` scales the epochs by 0.4)
-    epochs: int = 80
+    # warm-up 5, ×0.01 at 160 and 180; `book` scales the epochs by 0.3)
+    epochs: int = 60
     warmup_epochs: int = 2
-    milestones: tuple[int, ...] = (64, 72)
+    milestones: tuple[int, ...] = (48, 54)
     lr_decay: float = 0.01
     batch_size: int = 128
     lr: float = 0.1
@@ -104,7 +123,7 @@ PRESETS = {
     # warm-up over 5 epochs, lr ×0.01 at epochs 160 and 180, DRW switch at 160, random crop
     # (padding 4) and horizontal flip; n_max = 5,000 (CIFAR-10) / 500 (CIFAR-100).
     "full": Config(tasks=VISION_TASKS, ratios=(100.0, 10.0), max_per_class=0,
-                   methods=tuple(METHODS), seeds=1,
+                   permute_classes=False, methods=tuple(METHODS), seeds=1,
                    model="resnet32", epochs=200, warmup_epochs=5, milestones=(160, 180),
                    drw_epoch=160, eval_every=10, download=True),
 }
@@ -130,28 +149,44 @@ def base_data(task: str, mnist1d_samples: int, data_dir: str, download: bool) ->
     raise ValueError(f"unknown task {task!r}; valid: mnist1d, {', '.join(VISION_TASKS)}")
 
 
+def class_order(spec: dict, num_classes: int) -> list[int]:
+    """`order[r]` = the original class that gets the r-th largest count: drawn from the run's
+    seed with `permute_classes`, else the identity (class 0 is the head, as in CIFAR-LT)."""
+    if not spec["permute_classes"]:
+        return list(range(num_classes))
+    g = torch.Generator().manual_seed(7919 * spec["seed"] + 17)
+    return torch.randperm(num_classes, generator=g).tolist()
+
+
 def long_tail_data(spec: dict) -> data.Dataset:
     """The long-tailed training subset (drawn with the run's seed) and a balanced test set.
 
-    The test set keeps, of every class, as many examples as its smallest class has (a fixed
-    draw): its plain accuracy is the balanced accuracy.
+    Labels are *count ranks*: label r is the original class `class_order(spec)[r]`, which gets
+    the r-th largest count (label 0 the head, label k−1 the tail) — so every seed's training
+    set has the same per-label counts (and one LDAM margin vector), while which digit is the
+    tail changes with the seed. The test set keeps, of every class, as many examples as its
+    smallest class has (a fixed draw), relabelled alike: its plain accuracy is the balanced
+    accuracy.
     """
     full = base_data(spec["task"], spec["mnist1d_samples"], spec["data_dir"], spec["download"])
     k = full.num_classes
     n_max = spec["max_per_class"] or min(data.class_counts(full.y_train, k))
     counts = data.long_tail_counts(n_max, k, spec["ratio"], spec["profile"])
-    train_idx = data.class_subset_indices(full.y_train, counts, seed=spec["seed"])
-    per_class_test = min(data.class_counts(full.y_test, k))
-    test_idx = data.class_subset_indices(full.y_test, [per_class_test] * k, seed=0)
-    return data.Dataset(full.x_train[train_idx], full.y_train[train_idx],
-                        full.x_test[test_idx], full.y_test[test_idx], k)
+    rank = torch.empty(k, dtype=torch.long)
+    rank[torch.tensor(class_order(spec, k))] = torch.arange(k)
+    y_train, y_test = rank[full.y_train.cpu()], rank[full.y_test.cpu()]
+    train_idx = data.class_subset_indices(y_train, counts, seed=spec["seed"])
+    per_class_test = min(data.class_counts(y_test, k))
+    test_idx = data.class_subset_indices(y_test, [per_class_test] * k, seed=0)
+    return data.Dataset(full.x_train[train_idx], y_train[train_idx].to(full.y_train.device),
+                        full.x_test[test_idx], y_test[test_idx].to(full.y_test.device), k)
 
 
 def build_model(spec: dict, in_dim: int, num_classes: int) -> torch.nn.Module:
     """The backbone, with the cosine classifier `NormedLinear` as last layer for LDAM (as the
-    official code's `use_norm = loss_type == 'LDAM'`)."""
+    official code's `use_norm = loss_type == 'LDAM'`) and its controls."""
     torch.manual_seed(spec["seed"])
-    cosine = METHODS[spec["method"]][0] == "ldam"
+    cosine = METHODS[spec["method"]][0] != "ce"
     if spec["model"] == "cnn1d":
         net = models.CNN1D(in_dim, spec["channels"], num_classes)
         if cosine:
@@ -165,11 +200,30 @@ def build_model(spec: dict, in_dim: int, num_classes: int) -> torch.nn.Module:
     raise ValueError(f"unknown model {spec['model']!r}; valid: cnn1d, resnet32")
 
 
+def shift_noise(x: torch.Tensor, g: torch.Generator, shift: int, noise: float) -> torch.Tensor:
+    """Each signal of the batch `x` [B, L] shifted by a uniform integer in [−shift, shift]
+    (zero padding, like a random crop of a zero-padded image) plus N(0, noise²) noise; the
+    draws come from `g` (offsets first, then noise), so a seeded generator makes it
+    deterministic."""
+    b, length = x.shape
+    out = x
+    if shift > 0:
+        padded = F.pad(x, (shift, shift))
+        start = torch.randint(0, 2 * shift + 1, (b, 1), generator=g, device=x.device)
+        out = padded.gather(1, start + torch.arange(length, device=x.device))
+    if noise > 0:
+        out = out + noise * torch.randn(out.shape, generator=g, device=x.device)
+    return out
+
+
 def augmentation(spec: dict):
+    """The per-batch training augmentation `(x, generator) -> x` (None: none)."""
     if spec["task"] in VISION_TASKS:
         from lossbook import vision
 
         return lambda x, g: vision.random_crop_flip(x, generator=g)
+    if spec["shift"] > 0 or spec["noise"] > 0:
+        return lambda x, g: shift_noise(x, g, spec["shift"], spec["noise"])
     return None
 
 
@@ -213,13 +267,26 @@ def class_weights(spec: dict, counts: list[int], start: int, balanced: bool):
     return None
 
 
+def loss_margins(spec: dict, counts: list[int]) -> torch.Tensor:
+    """The per-class margins Δ_j of a cosine-classifier loss: LDAM's n_j^(−1/4) margins, their
+    mean for every class (uniform control), or zero (cosine CE)."""
+    loss = METHODS[spec["method"]][0]
+    deltas = margins.ldam_margins(counts, spec["max_margin"])
+    if loss == "ldam_uniform":
+        return torch.full_like(deltas, float(deltas.mean()))
+    if loss == "cos":
+        return torch.zeros_like(deltas)
+    return deltas
+
+
 def logit_loss(spec: dict, counts: list[int], weights: torch.Tensor | None, device):
-    """CE or LDAM (scale s, margins Δ_j from the training class counts), class-weighted or not."""
+    """CE, or on cosines: LDAM / uniform-margin LDAM / cosine CE (scale s), class-weighted or
+    not."""
     loss = METHODS[spec["method"]][0]
     w = None if weights is None else weights.to(device)
     if loss == "ce":
         return lambda z, y: F.cross_entropy(z, y, weight=w)
-    deltas = margins.ldam_margins(counts, spec["max_margin"]).to(device)
+    deltas = loss_margins(spec, counts).to(device)
     return lambda z, y: margins.ldam_loss(z, y, deltas, s=spec["scale"], weight=w)
 
 
@@ -267,10 +334,11 @@ def per_class_margin(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> list
 
 # --- the run ----------------------------------------------------------------------------------
 
-DATA_KEYS = ("max_per_class", "mnist1d_samples", "profile", "data_dir", "download")
-TRAIN_KEYS = ("model", "channels", "max_margin", "scale", "beta", "drw_epoch", "epochs",
-              "warmup_epochs", "milestones", "lr_decay", "batch_size", "lr", "momentum",
-              "weight_decay", "eval_every")
+DATA_KEYS = ("max_per_class", "mnist1d_samples", "profile", "permute_classes", "data_dir",
+             "download")
+TRAIN_KEYS = ("shift", "noise", "model", "channels", "max_margin", "scale", "beta", "drw_epoch",
+              "epochs", "warmup_epochs", "milestones", "lr_decay", "batch_size", "lr",
+              "momentum", "weight_decay", "eval_every")
 
 
 def specs(cfg: Config, seed: int, device: str) -> list[dict]:
@@ -297,8 +365,13 @@ def phase_fit_kwargs(spec: dict, start: int, end: int, factor: float) -> dict:
 
 
 def balanced_accuracy_fn(dataset: data.Dataset):
-    return lambda m: {"test_acc": statistics.fmean(
-        per_class_accuracy(outputs(m, dataset.x_test), dataset.y_test, dataset.num_classes))}
+    """Balanced test accuracy and (clean) training accuracy, logged during training."""
+    def fn(m):
+        z = outputs(m, dataset.x_train)
+        return {"test_acc": statistics.fmean(per_class_accuracy(
+                    outputs(m, dataset.x_test), dataset.y_test, dataset.num_classes)),
+                "train_acc": float((z.argmax(1) == dataset.y_train).float().mean())}
+    return fn
 
 
 def phase_history(result: dict, start: int, factor: float) -> list[dict]:
@@ -314,6 +387,14 @@ def summary(model: torch.nn.Module, dataset: data.Dataset, counts: list[int],
             "train_acc": float((z_train.argmax(1) == dataset.y_train).float().mean()),
             "train_margin": per_class_margin(z_train, dataset.y_train, k),
             "class_counts": counts, "history": history}
+
+
+def train_acc_at(result: dict, epoch: int) -> float:
+    """The clean training accuracy logged at `epoch` (the last record at or before it)."""
+    rows = [r for r in result["history"] if r["epoch"] <= epoch]
+    if not rows:
+        raise ValueError(f"no training-accuracy record at or before epoch {epoch}")
+    return rows[-1]["train_acc"]
 
 
 def run(spec: dict) -> dict:
@@ -336,7 +417,7 @@ def run(spec: dict) -> dict:
                            evaluate=balanced_accuracy_fn(dataset),
                            **phase_fit_kwargs(spec, start, end, factor))
         history += phase_history(result, start, factor)
-    return summary(model, dataset, counts, history)
+    return summary(model, dataset, counts, history) | {"class_order": class_order(spec, k)}
 
 
 def runs(specs: list[dict]) -> list[dict]:
@@ -363,7 +444,8 @@ def runs(specs: list[dict]) -> list[dict]:
             **phase_fit_kwargs(spec, start, end, factor))
         for history, result in zip(histories, results):
             history += phase_history(result, start, factor)
-    return [summary(net, d, counts, history) for net, d, history in zip(nets, datasets, histories)]
+    return [summary(net, d, counts, history) | {"class_order": class_order(s, k)}
+            for net, d, history, s in zip(nets, datasets, histories, specs)]
 
 
 run.batched = runs  # cache.sweep trains seed replicates together

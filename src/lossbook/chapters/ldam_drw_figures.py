@@ -14,8 +14,11 @@ from lossbook.chapters.ldam_drw import (
 from lossbook.plotting import PALETTE, color_map, subplots
 
 METHOD_COLORS = {"ce": PALETTE[7], "ce_rw": PALETTE[5], "ce_rs": PALETTE[4],
-                 "ce_drw": PALETTE[0], "ldam": PALETTE[2], "ldam_drw": PALETTE[1]}
-BASELINES = ("ce_rw", "ce_rs")  # drawn thinner / dashed: context, not the paper's methods
+                 "ce_drw": PALETTE[0], "ldam": PALETTE[2], "ldam_drw": PALETTE[1],
+                 "cos": PALETTE[6], "cos_drw": PALETTE[6], "ldam_uni": PALETTE[3],
+                 "ldam_uni_drw": PALETTE[3]}
+# drawn thinner / dashed: baselines and controls, not the paper's own methods
+BASELINES = ("ce_rw", "ce_rs", "cos", "cos_drw", "ldam_uni", "ldam_uni_drw")
 TASK_NAMES = {"mnist1d": "MNIST-1D-LT", "cifar10": "CIFAR-10-LT", "cifar100": "CIFAR-100-LT"}
 
 
@@ -167,4 +170,26 @@ def learned_margins(train_margin: dict, counts: dict, settings, methods):
         size_axis(ax, n)
     axes[0, 0].set_ylabel("training margin / its mean over classes")
     axes[0, -1].legend(fontsize=7)
+    return fig
+
+
+def learning_curves(history: dict, settings, methods, switch_epoch: int):
+    """Clean training accuracy (dashed) and balanced test accuracy (solid) over epochs, seed
+    means, with the DRW switch marked. `history[(task, ratio, m)]` is a list (over seeds) of
+    run histories."""
+    fig, axes = subplots(1, len(settings), width=3.4, height=2.9, squeeze=False)
+    for ax, (task, ratio) in zip(axes[0], settings):
+        for m in methods:
+            runs = history[(task, ratio, m)]
+            epochs = [r["epoch"] for r in runs[0]]
+            for key, ls in (("train_acc", "--"), ("test_acc", "-")):
+                values = np.mean([[r[key] for r in h] for h in runs], 0)
+                ax.plot(epochs, values, color=METHOD_COLORS[m], ls=ls, lw=1.4,
+                        label=METHOD_LABELS[m] if key == "test_acc" else None)
+        ax.axvline(switch_epoch, color="0.5", lw=0.8, ls=":")
+        ax.annotate("DRW switch", (switch_epoch, 0.32), xytext=(-3, 0),
+                    textcoords="offset points", ha="right", fontsize=7, color="0.4")
+        ax.set(xlabel="epoch", ylim=(0.3, 1.01), title=setting_label(task, ratio))
+    axes[0, 0].set_ylabel("accuracy (train dashed, test solid)")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
     return fig
