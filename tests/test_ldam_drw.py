@@ -231,9 +231,13 @@ def test_book_preset_scales_the_schedule():
     assert cfg.drw_epoch == cfg.milestones[0] == 0.8 * cfg.epochs
     assert cfg.milestones[1] == 0.9 * cfg.epochs and cfg.lr_decay == 0.01
     assert (cfg.beta, cfg.max_margin, cfg.scale) == (0.9999, 0.5, 30.0)
-    assert {"ce", "ce_rw", "ce_drw", "ldam", "ldam_drw"} <= set(cfg.methods)
+    assert {"ce", "ce_rw", "ce_drw", "ldam", "ldam_drw", "cos", "ldam_uni",
+            "ldam_uni_drw"} <= set(cfg.methods)
     assert set(C.PRESETS["smoke"].methods) == set(C.PRESETS["full"].methods) == set(C.METHODS)
-    assert cfg.ratios == (10.0, 100.0)
+    assert cfg.ratios == (10.0, 100.0) and cfg.seeds >= 5
+    # book: augmentation and a per-seed class permutation; full: the paper's fixed CIFAR-LT order
+    assert (cfg.shift, cfg.noise, cfg.permute_classes) == (4, 0.1, True)
+    assert C.PRESETS["full"].permute_classes is False
 
 
 # --- models and runs ------------------------------------------------------------------------
@@ -260,6 +264,106 @@ def test_smoke_run_mnist1d():
     assert len(result["per_class_acc"]) == 10 and len(result["train_margin"]) == 10
     assert result["test_acc"] == pytest.approx(np.mean(result["per_class_acc"]))
     assert [h["epoch"] for h in result["history"]][-1] == cfg.epochs
+    assert sorted(result["class_order"]) == list(range(10))
+    assert all(0 <= h["train_acc"] <= 1 for h in result["history"])
+    assert C.train_acc_at(result, cfg.drw_epoch) == next(
+        h["train_acc"] for h in result["history"] if h["epoch"] == cfg.drw_epoch)
+    with pytest.raises(ValueError, match="no training-accuracy record"):
+        C.train_acc_at(result, 0)
+
+
+# --- augmentation, class permutation, controls ----------------------------------------------
+
+
+def test_shift_noise_augmentation():
+    x = torch.randn(32, 40, generator=torch.Generator().manual_seed(0))
+    # deterministic given the generator's seed
+    a = C.shift_noise(x, torch.Generator().manual_seed(5), 4, 0.1)
+    b = C.shift_noise(x, torch.Generator().manual_seed(5), 4, 0.1)
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    assert torch.equal(C.shift_noise(x, torch.Generator(), 0, 0.0), x)
+    # shift only: every row is the input moved by some s in [-4, 4], zero-filled
+    shifted = C.shift_noise(x, torch.Generator().manual_seed(1), 4, 0.0)
+    padded = F.pad(x, (4, 4))
+    seen = set()
+    for row, orig in zip(shifted, padded):
+        matches = [o for o in range(9) if torch.equal(row, orig[o:o + 40])]
+        assert matches
+        seen.update(matches)
+    assert len(seen) > 3  # several offsets drawn
+    # noise only: the residual has the stated standard deviation
+    noisy = C.shift_noise(torch.zeros(4000, 40), torch.Generator().manual_seed(2), 0, 0.1)
+    assert float(noisy.std()) == pytest.approx(0.1, rel=0.02)
+    spec = dict(C.specs(C.PRESETS["book"], 0, "cpu")[0])
+    assert C.augmentation(spec) is not None
+    assert C.augmentation({**spec, "shift": 0, "noise": 0.0}) is None
+
+
+def test_class_permutation_from_the_seed():
+    cfg = dataclasses.replace(C.PRESETS["smoke"], methods=("ce",), ratios=(10.0,), seeds=4)
+    specs = C.specs(cfg, 0, "cpu")
+    orders = [C.class_order(s, 10) for s in specs]
+    assert all(sorted(o) == list(range(10)) for o in orders)
+    assert len({tuple(o) for o in orders}) == 4  # each seed its own assignment
+    assert orders[0] == C.class_order(specs[0], 10)  # deterministic
+    assert C.class_order({**specs[0], "permute_classes": False}, 10) == list(range(10))
+    full = C.base_data("mnist1d", cfg.mnist1d_samples, "", False)
+    for spec, order in zip(specs[:2], orders):
+        d = C.long_tail_data(spec)
+        # per-label counts are the long-tail profile, whatever the permutation
+        assert data.class_counts(d.y_train, 10) == data.long_tail_counts(100, 10, 10)
+        assert len(set(data.class_counts(d.y_test, 10))) == 1  # balanced test set
+        # label r holds examples of the original class order[r], in train and test
+        for x, y, xs, ys in ((d.x_train, d.y_train, full.x_train, full.y_train),
+                             (d.x_test, d.y_test, full.x_test, full.y_test)):
+            for i in range(0, len(y), 37):
+                j = int(torch.nonzero((xs == x[i]).all(1))[0])
+                assert int(ys[j]) == order[int(y[i])]
+
+
+def test_control_losses():
+    counts = data.long_tail_counts(500, 10, 100)
+    spec = C.specs(C.PRESETS["book"], 0, "cpu")[0]
+    ldam = C.loss_margins({**spec, "method": "ldam"}, counts)
+    uniform = C.loss_margins({**spec, "method": "ldam_uni_drw"}, counts)
+    assert torch.allclose(ldam, margins.ldam_margins(counts, 0.5))
+    assert torch.allclose(uniform, torch.full((10,), float(ldam.mean())))
+    assert torch.equal(C.loss_margins({**spec, "method": "cos"}, counts), torch.zeros(10))
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.rand(64, 10, generator=g) * 2 - 1, torch.randint(0, 10, (64,), generator=g)
+    # Cos-CE is cross-entropy of s·cosine; uniform LDAM is CosFace with one margin
+    cos = C.logit_loss({**spec, "method": "cos"}, counts, None, "cpu")
+    assert torch.allclose(cos(z, y), F.cross_entropy(30 * z, y))
+    uni = C.logit_loss({**spec, "method": "ldam_uni"}, counts, None, "cpu")
+    shifted = z - float(ldam.mean()) * F.one_hot(y, 10)
+    assert torch.allclose(uni(z, y), F.cross_entropy(30 * shifted, y))
+    # every loss but plain CE sits on the cosine classifier
+    for method, (loss, _) in C.METHODS.items():
+        net = C.build_model({**spec, "method": method}, 40, 10)
+        assert isinstance(net.head, margins.NormedLinear) == (loss != "ce")
+
+
+@pytest.mark.parametrize("method", ["ldam_uni_drw", "cos", "ce_drw"])
+def test_batched_equals_run_with_augmentation_and_permutation(method, monkeypatch):
+    cfg = dataclasses.replace(C.PRESETS["smoke"], methods=(method,), ratios=(10.0,), seeds=2,
+                              mnist1d_samples=1000, max_per_class=60, channels=8)
+    specs = C.specs(cfg, 0, "cpu")
+    assert C.augmentation(specs[0]) is not None
+    assert C.class_order(specs[0], 10) != C.class_order(specs[1], 10)
+    alone = [C.run(s) for s in specs]
+
+    def no_fallback(spec):
+        raise AssertionError("runs fell back to one-by-one training")
+
+    monkeypatch.setattr(C, "run", no_fallback)  # the twin must train the seeds stacked
+    together = C.runs(specs)
+    for a, b in zip(alone, together):
+        assert a["class_order"] == b["class_order"]
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-6)
+        assert a["per_class_acc"] == pytest.approx(b["per_class_acc"], abs=1e-6)
+        assert a["train_margin"] == pytest.approx(b["train_margin"], rel=1e-4, abs=1e-5)
+        assert [h["train_acc"] for h in a["history"]] == pytest.approx(
+            [h["train_acc"] for h in b["history"]], abs=1e-6)
 
 
 def fake_cifar10(path, per_class_train=1, per_class_test=2):
