@@ -496,8 +496,9 @@ ch.claims_table()
 #   about +0.6 and +4.4 points), and how the margin is spread over the classes matters little:
 #   LDAM beats the uniform margin of the same mean by 0.2–1.8 points, with every interval
 #   including 0 (inconclusive).
-# - **DRW helps.** CE-DRW beats CE at both ratios (+1.4 and +8.1 points), and DRW adds to every
-#   cosine loss too (LDAM-DRW over LDAM, LDAM-uniform-DRW over LDAM-uniform). Against
+# - **DRW helps.** CE-DRW beats CE at both ratios (+1.4 and +8.1 points), and in the means DRW
+#   adds to the cosine losses too (LDAM-DRW over LDAM, LDAM-uniform-DRW over LDAM-uniform;
+#   these two are not tested claims). Against
 #   re-weighting from the start it wins by 20 points at ρ = 100, where re-weighting from the
 #   start fails to fit, but not at ρ = 10, where re-weighting from the start is as good or
 #   slightly better — so "DRW beats re-weighting from the start" is inconclusive.
