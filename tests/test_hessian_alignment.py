@@ -331,14 +331,21 @@ def test_presets_resolve():
 
 
 def test_selection_rules():
-    finals = {"hgp": {1.0: [{"val": 0.8, "test_val": 0.2}, {"val": 0.8, "test_val": 0.3}],
-                      C.OFFICIAL_WEIGHT: [{"val": 0.7, "test_val": 0.6},
-                                          {"val": 0.7, "test_val": 0.5}]},
-              "erm": {0.0: [{"val": 0.9, "test_val": 0.1}]}}
-    chosen = C.selections(finals)
-    assert chosen["hgp"] == {"train-domain": 1.0, "oracle": C.OFFICIAL_WEIGHT,
-                             "official": C.OFFICIAL_WEIGHT}
-    assert chosen["erm"] == {"train-domain": 0.0, "oracle": 0.0, "official": 0.0}
+    history = [{"step": 10, "val": 0.8, "test_val": 0.2, "test": 0.1},
+               {"step": 20, "val": 0.9, "test_val": 0.3, "test": 0.2},
+               {"step": 30, "val": 0.9, "test_val": 0.6, "test": 0.5},
+               {"step": 40, "val": 0.7, "test_val": 0.5, "test": 0.6}]
+    collected = {"finals": {"hgp": {C.OFFICIAL_WEIGHT: [history[-1]]},
+                            "erm": {0.0: [history[-1]]}},
+                 "histories": {"hgp": {C.OFFICIAL_WEIGHT: [history]}, "erm": {0.0: [history]}}}
+    records = C.rule_records(collected)
+    assert records["hgp"]["official"] == [history[-1]]  # the final model
+    assert records["hgp"]["train-domain"] == [history[1]]  # best val, earliest on ties
+    assert records["hgp"]["oracle"] == [history[2]]
+    assert C.official_weight({1e2: [], C.OFFICIAL_WEIGHT: []}) == C.OFFICIAL_WEIGHT
+    assert C.official_weight({0.0: []}) == 0.0
+    rho = C.within_run_spearman(history, 20, x="val", y="test")
+    assert rho == pytest.approx(-0.866, abs=1e-3)
 
 
 def test_full_preset_code_path_one_step_on_fabricated_mnist(tmp_path, monkeypatch):
@@ -360,6 +367,8 @@ def test_full_preset_code_path_one_step_on_fabricated_mnist(tmp_path, monkeypatc
         assert len(result["branches"]) == len(cfg.penalty_weights)
         final = result["branches"][-1]["final"]
         assert final["step"] == 2 and 0 <= final["test"] <= 1 and final["hdist_train"] >= 0
+        assert final["hrel_train"] >= 0 and final["hutch_noise"] > 0
+        assert np.isfinite(result["branches"][-1]["transfer"]["gap"])
     first = C.environments(groups["correlation"][0])
     assert first.train[0][0].shape[1:] == (2, 14, 14)
     spec = next(s for s in groups["diversity"] if s["method"] == "hgp" and s["draw"] == 1)
@@ -374,11 +383,12 @@ def test_smoke_runs_and_summaries():
     groups = C.all_specs(cfg, 0, "cpu")
     results = C.sweep_all(lambda fn, specs, desc: [fn(s) for s in specs], groups)
     collected = C.collect(groups["correlation"], results["correlation"])
-    chosen = C.selections(collected["finals"])
-    summary = C.summarize(collected["finals"], chosen)
+    summary = C.summarize(C.rule_records(collected))
     assert set(summary) == {"erm", "hgp", "fishr", "gray"}
     assert summary["hgp"]["official"]["test"][0] == pytest.approx(
         np.mean([r["test"] for r in collected["finals"]["hgp"][max(cfg.penalty_weights)]]))
+    assert collected["transfers"]["gray"][0.0] == [None]  # no head transfer for the oracle
+    assert collected["transfers"]["hgp"][max(cfg.penalty_weights)][0]["hrel"] > 0
     table = C.diversity_table(groups["diversity"], results["diversity"])
     assert set(table) == set(cfg.diversity_methods)
 
@@ -386,3 +396,96 @@ def test_smoke_runs_and_summaries():
 def test_build_cnn_has_a_linear_head():
     model = C.build_cnn(4)
     assert isinstance(model.head, nn.Linear) and model(torch.zeros(3, 40)).shape == (3, 10)
+
+
+# --- closed forms used for speed, against the autograd forms ------------------------------------
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_linear_head_hvp_and_closed_hutchinson(classes):
+    model, x, y = head_problem(classes)
+    features, logits = model.features_and_logits(x)
+    params = list(model.head.parameters())
+    hess = inv.full_hessian(inv.nll(logits, y), params)
+    v = torch.randn(hess.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(inv.linear_head_hvp(features, logits, v), hess @ v, atol=1e-14)
+    g = inv.head_gradient(inv.nll(logits, y), params)
+    batched = inv.hutchinson_diagonal(g, params, 9, torch.Generator().manual_seed(5))
+    z = inv.rademacher((9, g.numel()), torch.Generator().manual_seed(5), dtype=g.dtype)
+    assert torch.allclose(inv.hutchinson_diagonal_closed(hess, z), batched, atol=1e-14)
+
+
+@pytest.mark.parametrize("method", ["hgp", "hutchinson"])
+@pytest.mark.parametrize("protocol", ["cmnist", "domainbed"])
+@pytest.mark.parametrize("classes", [1, 3])
+def test_closed_form_penalties_equal_the_autograd_forms(method, protocol, classes):
+    model, envs = envs_problem(classes=classes)
+    values, grads = [], []
+    for closed in (False, True):
+        cfg = inv.MethodConfig(method, protocol, probes=7, alpha=0.3, beta=2.0,
+                               closed_form=closed)
+        state = inv.StepState(generator=torch.Generator().manual_seed(3))
+        penalty = inv.penalty_terms(model, envs, cfg, state)["penalty"]
+        values.append(penalty)
+        grads.append(inv.flat(torch.autograd.grad(penalty, list(model.parameters()))))
+    assert torch.allclose(values[0], values[1], rtol=1e-12)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-10, atol=1e-16)
+
+
+def test_closed_form_training_equals_autograd_training():
+    def run(closed):
+        torch.manual_seed(0)
+        model = inv.cmnist_mlp(6, 8).double()
+        g = torch.Generator().manual_seed(0)
+        envs = [(torch.randn(30, 6, generator=g, dtype=torch.float64),
+                 torch.randint(0, 2, (30,), generator=g)) for _ in range(2)]
+        cfg = inv.MethodConfig("hutchinson", penalty_weight=50.0, anneal_iters=2, l2=1e-3,
+                               probes=4, closed_form=closed)
+        inv.Trainer(model, envs, cfg, lr=1e-2, seed=1).run(6)
+        return inv.flat([p.detach() for p in model.parameters()])
+    assert torch.allclose(run(False), run(True), rtol=1e-9, atol=1e-12)
+
+
+def test_expected_hutchinson_penalty_by_enumeration():
+    """E over every Rademacher probe triple (S = 1, P = 3) equals signal + noise exactly."""
+    g = torch.Generator().manual_seed(0)
+    hessians = []
+    for _ in range(2):
+        a = torch.randn(3, 3, generator=g, dtype=torch.float64)
+        hessians.append(a @ a.t())
+    h_mean = torch.stack(hessians).mean(0)
+    signs = [torch.tensor(v, dtype=torch.float64)[None]
+             for v in itertools.product((-1.0, 1.0), repeat=3)]
+    total = 0.0
+    for z0, z1, zm in itertools.product(signs, repeat=3):
+        d_mean = inv.hutchinson_diagonal_closed(h_mean, zm)
+        total += sum((inv.hutchinson_diagonal_closed(h, z) - d_mean).pow(2).sum().item()
+                     for h, z in zip(hessians, (z0, z1)))
+    signal, noise = C.hutchinson_expected_penalty(hessians, probes=1)
+    assert total / 8 ** 3 == pytest.approx(signal + noise, rel=1e-12)
+    assert C.off_diagonal_energy(torch.eye(3)) == 0.0
+    check = C.hutchinson_bias_check(5, 300, d=4, n=32)
+    assert abs(check["mc_mean"] - check["exact"]) < 4 * check["mc_se"]
+
+
+def test_fit_logistic_head_is_the_regularised_optimum():
+    g = torch.Generator().manual_seed(0)
+    phi = torch.cat([torch.randn(200, 4, generator=g, dtype=torch.float64),
+                     torch.ones(200, 1, dtype=torch.float64)], 1)
+    y = (phi[:, 0] + 0.5 * torch.randn(200, generator=g, dtype=torch.float64) > 0).long()
+    theta = C.fit_logistic_head(phi, y, 1e-3).requires_grad_()
+    loss = (F.binary_cross_entropy_with_logits(phi @ theta, y.double())
+            + 1e-3 * theta.pow(2).sum())
+    (grad,) = torch.autograd.grad(loss, theta)
+    assert grad.norm() < 1e-9
+
+
+def test_fixed_feature_transfer_is_zero_without_shift():
+    torch.manual_seed(0)
+    model = inv.cmnist_mlp(6, 8).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (100,), generator=g)
+    envs = domains.Environments([(x[:50], y[:50]), (x[50:], y[50:])], [],
+                                {"test": (x, y)}, (0.1, 0.2))
+    out = C.fixed_feature_transfer(model, envs, 1e-3)  # source = target: no gap, no distance
+    assert abs(out["gap"]) < 1e-9 and out["hrel"] < 1e-9

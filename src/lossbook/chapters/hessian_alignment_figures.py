@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
-from matplotlib.ticker import NullFormatter
 
 from lossbook.chapters.hessian_alignment import METHOD_LABELS, mean_std
 from lossbook.plotting import PALETTE, subplots
@@ -146,38 +145,17 @@ def accuracy_bars(summary: dict, methods, regime_names: dict):
     return fig
 
 
-def weight_sweep(finals: dict, methods):
-    """Held-out training-environment and test accuracy against the penalty weight."""
-    fig, (ax1, ax2) = subplots(1, 2, width=3.6, height=3.0)
-    for m in methods:
-        if m not in finals or len(finals[m]) < 2:
-            continue
-        weights = sorted(finals[m])
-        for ax, metric in ((ax1, "val"), (ax2, "test")):
-            stats = [mean_std(r[metric] for r in finals[m][w]) for w in weights]
-            ax.errorbar(weights, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o",
-                        capsize=2, color=METHOD_COLORS[m], label=label(m))
-    for ax in (ax1, ax2):
-        ax.set_xscale("log")
-        ax.set_xlabel("penalty weight after annealing")
-        if "erm" in finals:
-            value = statistics.fmean(r["val" if ax is ax1 else "test"] for r in finals["erm"][0.0])
-            ax.axhline(value, color=METHOD_COLORS["erm"], ls="--", lw=1, label="ERM")
-    ax1.set(ylabel="accuracy", title="held-out training environments\n(what selection sees)")
-    ax2.set(title="test environment e = 0.9\n(what selection must not see)")
-    ax2.legend(fontsize=7)
-    return fig
-
-
-def training_curves(histories: dict, chosen: dict, methods, anneal: int):
-    """Test accuracy, the two head-Hessian distances and the Hessian's size over training."""
-    fig, axes = subplots(1, 4, width=2.5, height=2.8)
+def training_curves(histories: dict, methods, anneal: int):
+    """Test accuracy, the two relative head-Hessian distances and the Hessian's size over
+    training (mean over restarts), 2 × 2 panels."""
+    fig, axes = subplots(2, 2, width=3.3, height=2.6)
+    axes = list(axes.flat)
     keys = [("test", "test accuracy (e = 0.9)"),
-            ("hdist_train", "‖H₀ − H₁‖_F (training envs)"),
-            ("hdist_test", "‖H̄_train − H_test‖₂"),
-            ("hscale", "‖H̄_train‖_F (size of H)")]
+            ("hrel_train", "‖H_e − H̄‖_F / ‖H̄‖_F (training envs)"),
+            ("hrel_test", "‖H_test − H̄‖₂ / ‖H̄‖₂"),
+            ("hscale", "‖H̄‖_F (size of the head Hessian)")]
     for m in methods:
-        runs = histories[m][chosen[m]]
+        runs = histories[m]
         steps = [h["step"] for h in runs[0]]
         for ax, (key, _) in zip(axes, keys):
             curve = np.mean([[h[key] for h in run] for run in runs], axis=0)
@@ -191,18 +169,39 @@ def training_curves(histories: dict, chosen: dict, methods, anneal: int):
     return fig
 
 
-def distance_vs_ood(points: dict, rho: dict):
-    """Final head-Hessian distances against test accuracy, every run (method colours)."""
-    fig, axes = subplots(1, 2, width=3.5, height=3.0, sharey=True)
-    for ax, (key, name) in zip(axes, (("hdist_train", "‖H₀ − H₁‖_F (training envs)"),
-                                      ("hdist_test", "‖H̄_train − H_test‖₂"))):
-        for m, runs in points.items():
-            ax.scatter([r[key] for r in runs], [r["test"] for r in runs], s=14,
-                       color=METHOD_COLORS[m], label=label(m), alpha=0.8)
-        ax.set(xscale="log", xlabel=name, title=f"Spearman ρ = {rho[key]:.2f}")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    axes[0].set_ylabel("test accuracy (e = 0.9)")
-    axes[1].legend(fontsize=6)
+def hutchinson_parts(histories: dict, methods, anneal: int, probes: int):
+    """The two parts of the expected Hutchinson penalty over training (mean over restarts):
+    diagonal mismatch (what the penalty means to align) and the probe noise (1/S) times the
+    off-diagonal energy, which only a smaller Hessian reduces."""
+    fig, (ax1, ax2) = subplots(1, 2, width=3.4, height=2.8, sharey=True)
+    for m in methods:
+        runs = histories[m]
+        steps = [h["step"] for h in runs[0]]
+        for ax, key in ((ax1, "hutch_signal"), (ax2, "hutch_noise")):
+            curve = np.mean([[h[key] for h in run] for run in runs], axis=0)
+            ax.plot(steps, curve, color=METHOD_COLORS[m], label=label(m), lw=1.3)
+    ax1.set(title="signal: Σ_e ‖diag H_e − diag H̄‖²", xlabel="step", yscale="log",
+            ylabel="part of the expected penalty")
+    ax2.set(title=f"noise: off-diagonal energy / S (S = {probes})", xlabel="step")
+    for ax in (ax1, ax2):
+        ax.axvline(anneal, color="0.5", ls=":", lw=1)
+    ax2.legend(fontsize=6)
+    return fig
+
+
+def fixed_feature_transfer(points: dict, rho: list[float]):
+    """Frozen features of every final model: relative spectral Hessian distance between target
+    and source at the source-optimal head, against the transfer gap (markers: restarts)."""
+    fig, ax = subplots(1, 1, width=4.6, height=3.2)
+    markers = "osD^vP*Xh"
+    for m, runs in points.items():
+        for r, t in enumerate(runs):
+            ax.scatter(t["hrel"], t["gap"], color=METHOD_COLORS[m], marker=markers[r % 9],
+                       s=22, label=label(m) if r == 0 else None, alpha=0.85)
+    ax.set(xlabel="‖H_T − H_S‖₂ / ‖H_S‖₂ at the source head θ_S",
+           ylabel="transfer gap L_T(θ_S) − L_T(θ_T)",
+           title="per-restart Spearman ρ: " + ", ".join(f"{v:.1f}" for v in rho))
+    ax.legend(fontsize=7)
     return fig
 
 
