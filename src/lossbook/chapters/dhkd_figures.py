@@ -15,7 +15,16 @@ LOSS_NAMES = {"kd": "KD (softmax, T=4)", "bkl": "BinaryKL (sigmoid, T=2)",
               "bkln": "BinaryKL-Norm (T=2)", "ce": "CE"}
 METHOD_COLORS = {"ce": PALETTE[7], "kd": PALETTE[0], "bkl_only": PALETTE[5],
                  "ce_bkl_1h": PALETTE[1], "ce_bkl_2h": PALETTE[4], "ce_bkln_1h": PALETTE[3],
-                 "dhkd": PALETTE[2], "dhkd_nonlinear": "#7FBF9F", "dhkd_ga": "#2F6F4F"}
+                 "dhkd": PALETTE[2], "dhkd_nonlinear": "#7FBF9F", "dhkd_ga": "#2F6F4F",
+                 "ce_bkl_1h_official": "#8C2D04"}
+
+
+def _scale_axis(ax, scales):
+    """A log x axis with one tick per teacher-logit scale, labelled ×s."""
+    ax.set_xscale("log")
+    ax.set_xticks(list(scales))
+    ax.set_xticklabels([f"×{s:g}" for s in scales])
+    ax.minorticks_off()
 
 
 def _t(x) -> torch.Tensor:
@@ -299,7 +308,8 @@ def official_numerics(main_specs, main_results, sweep_specs, sweep_results, sett
     which the loss first became non-finite against the teacher-logit scale."""
     fig, axes = subplots(1, 3, width=3.0)
     forms = (("ce_bkl_1h", "log-sigmoid (ours)", PALETTE[1], "o"),
-             ("ce_bkl_1h_official", "official clamp-and-log", PALETTE[3], "s"))
+             ("ce_bkl_1h_official", "official clamp-and-log", METHOD_COLORS["ce_bkl_1h_official"],
+              "s"))
     for method, label, color, _ in forms:
         steps, values = _curves(main_specs, main_results, setting, pair, method, "test_acc")
         if steps is not None:
@@ -327,13 +337,15 @@ def official_numerics(main_specs, main_results, sweep_specs, sweep_results, sett
             if never:
                 axes[2].scatter([x], [total * 1.15], color=color, marker="^", s=16)
     axes[2].axhline(total * 1.15, color="k", lw=0.5, ls=":")
-    axes[2].text(scales[0] * 0.9, total * 1.2, "▲ never non-finite", fontsize=7)
+    axes[2].text(scales[0] * 0.9, total * 0.55, "▲ never non-finite", fontsize=7)
     axes[0].set(xlabel="step", ylabel="test accuracy", title="teacher logits × 1", ylim=(0, 1))
-    axes[1].set(xscale="log", xlabel="teacher-logit scale", ylabel="final test accuracy",
+    axes[1].set(xlabel="teacher-logit scale", ylabel="final test accuracy",
                 title="accuracy vs teacher scale", ylim=(0, 1))
-    axes[2].set(xscale="log", yscale="log", xlabel="teacher-logit scale",
+    axes[2].set(yscale="log", xlabel="teacher-logit scale",
                 ylabel="first non-finite loss (step)", title="onset of inf/NaN",
                 ylim=(1, total * 2))
+    for ax in axes[1:]:
+        _scale_axis(ax, scales)
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     return fig
@@ -349,7 +361,7 @@ def ufm_conflict(ufm_results, nc1_collapsed: float):
         ax1.plot(steps, [max(h["nc1"], 1e-12) for h in r["history"]], color=PALETTE[7],
                  lw=0.9)
     ax1.axhline(nc1_collapsed, color="k", ls=":", lw=0.8)
-    ax1.text(steps[0], nc1_collapsed * 1.6, "collapse threshold", fontsize=7)
+    ax1.text(steps[-1], nc1_collapsed * 1.6, "collapse threshold", fontsize=7, ha="right")
     ax1.set(yscale="log", xlabel="step (full-batch Adam)",
             ylabel="NC1 tr(Σ_W)/tr(Σ_B)", title="CE training of the free features")
     scales = [c["scale"] for c in ufm_results[0]["cosines"]]
@@ -363,7 +375,8 @@ def ufm_conflict(ufm_results, nc1_collapsed: float):
         ax2.fill_between(scales, values.min(0), values.max(0), color=color, alpha=0.2)
     ax2.axhline(0, color="k", lw=0.6)
     ax2.axvline(1, color="k", lw=0.6, ls=":")
-    ax2.set(xscale="log", xlabel="teacher-logit scale", ylabel="cos(∇CE, ∇L)",
+    ax2.set(xlabel="teacher-logit scale", ylabel="cos(∇CE, ∇L)",
             title="at the collapsed point", ylim=(-1.05, 1.05))
+    _scale_axis(ax2, scales)
     ax2.legend(fontsize=7)
     return fig
