@@ -128,7 +128,7 @@ def binary_kl_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 2.0,
     One sigmoid per class, so — unlike softmax KD — it sees a common shift of all logits.
     Official `BinaryKL` (default T = 2) clamps the sigmoids to [1e-8, 1 − 1e-8] and takes logs;
     in float32 1 − 1e-8 rounds to 1, so that form gives inf/NaN once a *student* logit exceeds
-    ≈ 17·T (its sigmoid rounds to 1). This log-sigmoid form is exact and finite everywhere.
+    ≈ 37·T. This log-sigmoid form is exact and finite everywhere.
     """
     loss = bernoulli_kl_logits(teacher / T, student / T).sum(1)
     return T**2 * _reduce(loss, reduction)
