@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from test_vision import fake_cifar100
 
-from lossbook import distill, kd_nets, losses, presets, vision
+from lossbook import data, distill, kd_nets, losses, presets, vision
 from lossbook.chapters import dhkd as C
 
 LOSSES = ("kd", "bkl", "bkln")
@@ -409,3 +410,125 @@ def test_full_preset_without_data_names_the_download(tmp_path):
     cfg = presets.resolve("02_dhkd", "full", {"data_dir": str(tmp_path), "download": False})
     with pytest.raises(FileNotFoundError, match="cifar-100-binary.tar.gz"):
         C.run(C.teacher_specs(cfg, 0, "cpu")[0])
+
+
+# --- the official numerics, the UFM, the protocol helpers ------------------------------------
+
+def test_official_binary_kl_equals_the_stable_form_where_finite():
+    g = torch.Generator().manual_seed(0)
+    s = (torch.rand(64, 10, generator=g, dtype=torch.float64) - 0.5) * 30
+    t = (torch.rand(64, 10, generator=g, dtype=torch.float64) - 0.5) * 30
+    official = distill.binary_kl_official(s, t, 2.0)
+    stable = losses.binary_kl_loss(s, t, 2.0)
+    assert torch.isfinite(official) and torch.allclose(official, stable, rtol=1e-7)
+    # gradients agree too (float32, logits well inside the finite range)
+    s32 = s.float().clamp(-20, 20).requires_grad_(True)
+    g_off, = torch.autograd.grad(distill.binary_kl_official(s32, t.float(), 2.0), s32)
+    s32b = s32.detach().clone().requires_grad_(True)
+    g_st, = torch.autograd.grad(losses.binary_kl_loss(s32b, t.float(), 2.0), s32b)
+    assert torch.allclose(g_off, g_st, atol=1e-6)
+    err, n = C.official_matches_stable(2.0, n=300)
+    assert err < 1e-6 and n > 100
+
+
+def test_official_binary_kl_overflows_in_float32_past_17T():
+    T = 2.0
+    below = C.bkl_forms_at(33.0, 40.0, T)  # σ(16.5) < 1 in float32
+    assert all(np.isfinite(below))
+    above = C.bkl_forms_at(34.0, 40.0, T)  # σ(17) rounds to 1: log(1 − σ) = −inf
+    assert np.isnan(above[0]) and np.isnan(above[1]) and np.isfinite(above[2:]).all()
+    assert np.isinf(C.bkl_forms_at(35.0, 10.0, T)[0])  # teacher not saturated: inf
+
+
+def _nan_onset(loss: str) -> tuple:
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    y = torch.arange(64) % 4
+    teacher = torch.nn.Linear(8, 4)
+    with torch.no_grad():  # a confident teacher: logits up to ≈ 190
+        teacher.weight.mul_(100.0)
+    model = distill.Student(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU()), 16, 4)
+    objective = distill.distill_objective(teacher, loss=loss, gamma=1.0, alpha=1.0, T=2.0)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    for _ in range(300):
+        value = objective(model, x, y)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return objective.first_nonfinite, finite
+
+
+def test_nan_onset_is_reproducible_and_only_official():
+    first = _nan_onset("bkl_official")
+    assert first[0] is not None and not first[1]
+    assert _nan_onset("bkl_official") == first  # deterministic
+    assert _nan_onset("bkl") == (None, True)  # the log-sigmoid form stays finite
+
+
+def test_ufm_reaches_neural_collapse():
+    y = torch.arange(10).repeat(30)
+    fit = distill.ufm_collapse(y, 10, 16, steps=400, lr=0.05, weight_decay=5e-3, seed=0)
+    assert fit["history"][-1]["nc1"] < 1e-3 < fit["history"][0]["nc1"]
+    assert fit["history"][-1]["train_acc"] == 1.0
+    t = torch.randn(len(y), 10, dtype=torch.float64)
+    c = distill.ufm_gradient_cosines(fit["h"], fit["w"], y, t, loss="bkl", T=2.0)
+    assert -1 <= c["cos_head"] <= 1 and -1 <= c["cos_features"] <= 1
+    # the NC1 helper matches collapse_metrics' definition on random features
+    h = torch.randn(200, 5, dtype=torch.float64)
+    yy = torch.arange(4).repeat(50)
+    means = torch.stack([h[yy == c].mean(0) for c in range(4)])
+    expected = ((h - means[yy]) ** 2).sum() / 200 / (((means - h.mean(0)) ** 2).sum() / 4)
+    assert distill.nc1_trace(h, yy, 4) == pytest.approx(float(expected))
+
+
+def test_validation_split_is_disjoint_and_alpha_selection_uses_it():
+    full = data.Dataset(torch.arange(600.0)[:, None], torch.arange(600) % 3,
+                        torch.zeros(3, 1), torch.zeros(3, dtype=torch.long), 3)
+    train, x_val, y_val = C._split_val(full, 50, 20)
+    assert len(train.y_train) == 150 and len(y_val) == 60
+    assert not set(train.x_train.flatten().tolist()) & set(x_val.flatten().tolist())
+    assert torch.bincount(y_val).tolist() == [20, 20, 20]
+    key = {"data": {"setting": "terminal"}, "pair": "a:b", "method": "dhkd"}
+    specs = [{**key, "alpha_factor": f, "alpha": f} for f in (0.3, 1.0, 3.0) for _ in range(2)]
+    results = [{"val_acc": v} for v in (0.5, 0.6, 0.7, 0.7, 0.65, 0.7)]
+    factors = C.select_alpha(specs, results)
+    assert factors == {("terminal", "a:b", "dhkd"): 1.0}
+    assert C.alpha_of(factors, "terminal", "a:b", "dhkd") == 1.0
+    assert C.alpha_of({("terminal", "a:b", "ce_bkl_1h"): 0.3}, "terminal", "a:b",
+                      "ce_bkl_1h_official") == 0.3
+    with pytest.raises(ValueError, match="validation split"):
+        C.select_alpha(specs[:1], [{"val_acc": None}])
+
+
+def test_plateau_and_kd_precondition():
+    def run(accs):
+        return {"test_acc": accs[-1], "train_acc": 1.0,
+                "history": [{"step": 100 * (i + 1), "test_acc": a} for i, a in enumerate(accs)]}
+
+    spec = {"data": {"setting": "terminal"}, "pair": "a:b", "method": "ce"}
+    flat = C.plateau([spec] * 2, [run([0.3, 0.5, 0.5, 0.505]), run([0.3, 0.5, 0.5, 0.5])],
+                     "terminal", "a:b")
+    assert flat["ok"] and flat["late_step"] == 300
+    rising = C.plateau([spec], [run([0.3, 0.4, 0.45, 0.5])], "terminal", "a:b")
+    assert not rising["ok"]
+    assert C.kd_beats_ce([0.6, 0.61, 0.62, 0.6, 0.61], [0.5, 0.5, 0.51, 0.5, 0.5])["ok"]
+    assert not C.kd_beats_ce([0.5, 0.51, 0.49, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5, 0.5])["ok"]
+
+
+def test_tuning_and_sweep_specs():
+    cfg = C.PRESETS["book"]
+    tune = C.tuning_specs(cfg, 0, "cpu")
+    assert len(tune) == len(cfg.tuned) * len(cfg.alpha_factors) * cfg.tune_seeds
+    claim_seeds = {s["seed"] for s in C.student_specs(cfg, 0, "cpu")}
+    assert not claim_seeds & {s["seed"] for s in tune}  # tuning seeds are not claim seeds
+    assert all(not s["probes"] for s in tune)
+    factors = {("terminal", cfg.pairs[0], "ce_bkl_1h"): 3.0}
+    specs = C.student_specs(cfg, 0, "cpu", factors)
+    official = next(s for s in specs if s["method"] == "ce_bkl_1h_official")
+    assert official["alpha"] == 3.0 * cfg.alpha and official["loss"] == "bkl_official"
+    assert official["probe_loss"] == "bkl"
+    sweep = C.scale_specs(cfg, 0, "cpu", factors)
+    assert {s["teacher_scale"] for s in sweep} == set(cfg.teacher_scales) - {1.0}
+    assert len(sweep) == (len(cfg.teacher_scales) - 1) * 2 * cfg.scale_seeds
+    assert len(C.ufm_specs(cfg, 0, "cpu")) == cfg.ufm_seeds >= 5

@@ -85,6 +85,36 @@ class Student(nn.Module):
 
 # --- objectives -------------------------------------------------------------------------------
 
+OFFICIAL_EPS = 1e-8  # official BinaryKL's clamp (distiller_zoo/BinaryKL.py, eps=1e-8)
+
+
+def binary_kl_official(student: torch.Tensor, teacher: torch.Tensor, T: float = 2.0,
+                       eps: float = OFFICIAL_EPS) -> torch.Tensor:
+    """BinaryKL computed the official way (`distiller_zoo/BinaryKL.py`, reimplemented): sigmoids
+    of s/T and t/T clamped to [eps, 1 − eps], then KL(t ‖ s) per class from `log` of the clamped
+    probabilities (as `nn.KLDivLoss(reduction="none")`), summed, × T²/N.
+
+    Mathematically `losses.binary_kl_loss`; numerically different in float32, where 1 − 1e-8
+    rounds to 1, so the upper clamp does nothing: once a student logit exceeds ≈ 16.6·T its
+    sigmoid is exactly 1, log(1 − σ) = −inf, and the loss is inf (NaN when the teacher's sigmoid
+    is 1 too) and its gradient NaN. In float64 it agrees with the log-sigmoid form.
+    """
+    n = student.shape[0]
+    p_s = torch.sigmoid(student / T).clamp(eps, 1 - eps)
+    p_t = torch.sigmoid(teacher / T).clamp(eps, 1 - eps)
+    loss = (F.kl_div(torch.log(p_s), p_t, reduction="none")
+            + F.kl_div(torch.log(1 - p_s), 1 - p_t, reduction="none"))
+    return T**2 * loss.sum() / n
+
+
+def distill_loss(name: str, student: torch.Tensor, teacher: torch.Tensor,
+                 T: float) -> torch.Tensor:
+    """`losses.distill_loss` (kd, bkl, bkln) plus `bkl_official`, the official float32 numerics."""
+    if name == "bkl_official":
+        return binary_kl_official(student, teacher, T)
+    return losses.distill_loss(name, student, teacher, T)
+
+
 def flat_grad(loss: torch.Tensor, params: Sequence[torch.Tensor],
               retain_graph: bool = True) -> torch.Tensor:
     """∂loss/∂params flattened into one vector (zeros for parameters the loss does not reach)."""
@@ -126,7 +156,9 @@ def distill_objective(teacher: nn.Module | None, *, loss: str, gamma: float, alp
     """γ · CE(z_CE, y) + α · L(z_aux, t) with L ∈ {kd, bkl, bkln} (`loss="none"`: CE only).
 
     `teacher` is run in eval mode without gradients on every batch (as the official
-    `train_distill`); with `ga`, the two weighted terms are gradient-aligned.
+    `train_distill`); with `ga`, the two weighted terms are gradient-aligned. The objective
+    counts its calls and records in `objective.first_nonfinite` the first (1-based) step whose
+    loss was not finite (None while all were).
     """
     if loss != "none" and teacher is None:
         raise ValueError(f"loss {loss!r} needs a teacher")
@@ -135,18 +167,26 @@ def distill_objective(teacher: nn.Module | None, *, loss: str, gamma: float, alp
         for p in teacher.parameters():
             p.requires_grad_(False)
 
-    def objective(model: Student, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def terms(model: Student, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         z_ce, z_aux = model.heads(x)
         ce = F.cross_entropy(z_ce, y) * gamma
         if loss == "none" or alpha == 0:
             return ce
         with torch.no_grad():
             t = teacher(x)
-        kd = losses.distill_loss(loss, z_aux, t, T) * alpha
+        kd = distill_loss(loss, z_aux, t, T) * alpha
         if ga:
             return aligned_loss(list(model.parameters()), ce, kd)
         return ce + kd
 
+    def objective(model: Student, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        value = terms(model, x, y)
+        objective.calls += 1
+        if objective.first_nonfinite is None and not bool(torch.isfinite(value.detach())):
+            objective.first_nonfinite = objective.calls
+        return value
+
+    objective.calls, objective.first_nonfinite = 0, None
     return objective
 
 
@@ -172,8 +212,8 @@ def gradient_cosines(model: Student, x: torch.Tensor, y: torch.Tensor, t: torch.
         z = model.head(phi)
         z_aux = z if model.aux is None else model.aux(phi)
         ce = F.cross_entropy(z, y)
-        kd_head = losses.distill_loss(loss, z, t, T)
-        kd_aux = losses.distill_loss(loss, z_aux, t, T)
+        kd_head = distill_loss(loss, z, t, T)
+        kd_aux = distill_loss(loss, z_aux, t, T)
         head, backbone = model.head_parameters(), model.backbone_parameters()
         out = {"cos_head": _cosine(flat_grad(ce, head), flat_grad(kd_head, head)),
                "cos_backbone": _cosine(flat_grad(ce, backbone), flat_grad(kd_aux, backbone))}
@@ -339,6 +379,66 @@ def etf_gradient_cosines(num_classes: int, student_scale: float, teacher_scale: 
     z = h @ w.T
     ce = F.cross_entropy(z, y)
     kd = losses.distill_loss(loss, z, t, T)
+    gw_ce, gh_ce = torch.autograd.grad(ce, (w, h), retain_graph=True)
+    gw_kd, gh_kd = torch.autograd.grad(kd, (w, h))
+    return {"cos_head": _cosine(gw_ce.flatten(), gw_kd.flatten()),
+            "cos_features": _cosine(gh_ce.flatten(), gh_kd.flatten())}
+
+
+# --- the unconstrained-features model ----------------------------------------------------------
+
+def nc1_trace(features: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
+    """NC1 in its trace form tr(Σ_W)/tr(Σ_B) (as `collapse_metrics`), from a feature matrix."""
+    present = [c for c in range(num_classes) if (y == c).any()]
+    means = torch.stack([features[y == c].mean(0) for c in present])
+    index = torch.searchsorted(torch.tensor(present, device=y.device), y)
+    within = (features - means[index]).pow(2).sum() / len(y)
+    between = (means - features.mean(0)).pow(2).sum() / len(present)
+    return float(within / between)
+
+
+def ufm_collapse(y: torch.Tensor, num_classes: int, dim: int, *, steps: int, lr: float,
+                 weight_decay: float, seed: int, evals: int = 20) -> dict:
+    """Train an unconstrained-features model (Mixon et al. 2020; Fang et al. 2021) with CE.
+
+    Every example's feature h_i ∈ R^dim is a free parameter (as if the backbone could put it
+    anywhere), with a linear head W (no bias): minimise CE(H Wᵀ, y) + (λ/2)(‖W‖² + ‖H‖²/N) by
+    full-batch Adam (float64). Its global minimisers are exact neural collapse (NC1 = 0), which
+    is the premise of the paper's gradient argument. Returns H, W and the NC1 history.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = len(y)
+    h = (0.1 * torch.randn(n, dim, generator=g, dtype=torch.float64)).requires_grad_(True)
+    w = (0.1 * torch.randn(num_classes, dim, generator=g,
+                           dtype=torch.float64)).requires_grad_(True)
+    opt = torch.optim.Adam([h, w], lr=lr)
+    every = max(1, steps // evals)
+    history = []
+    for step in range(1, steps + 1):
+        loss = F.cross_entropy(h @ w.T, y) + weight_decay / 2 * (w.pow(2).sum()
+                                                                + h.pow(2).sum() / n)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % every == 0 or step == steps:
+            with torch.no_grad():
+                z = h @ w.T
+                history.append({"step": step, "loss": float(loss),
+                                "nc1": nc1_trace(h.detach(), y, num_classes),
+                                "train_acc": float((z.argmax(1) == y).double().mean()),
+                                "true_logit": float(z.gather(1, y[:, None]).mean())})
+    return {"h": h.detach(), "w": w.detach(), "history": history}
+
+
+def ufm_gradient_cosines(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *,
+                         loss: str, T: float) -> dict[str, float]:
+    """cos(∇CE, ∇L) on the head W (gradient summed over examples) and on the free features H
+    (each example's own gradient), at the unconstrained-features point (H, W)."""
+    w = w.clone().requires_grad_(True)
+    h = h.clone().requires_grad_(True)
+    z = h @ w.T
+    ce = F.cross_entropy(z, y)
+    kd = distill_loss(loss, z, t.to(z.dtype), T)
     gw_ce, gh_ce = torch.autograd.grad(ce, (w, h), retain_graph=True)
     gw_kd, gh_kd = torch.autograd.grad(kd, (w, h))
     return {"cos_head": _cosine(gw_ce.flatten(), gw_kd.flatten()),

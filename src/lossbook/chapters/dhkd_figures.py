@@ -15,7 +15,16 @@ LOSS_NAMES = {"kd": "KD (softmax, T=4)", "bkl": "BinaryKL (sigmoid, T=2)",
               "bkln": "BinaryKL-Norm (T=2)", "ce": "CE"}
 METHOD_COLORS = {"ce": PALETTE[7], "kd": PALETTE[0], "bkl_only": PALETTE[5],
                  "ce_bkl_1h": PALETTE[1], "ce_bkl_2h": PALETTE[4], "ce_bkln_1h": PALETTE[3],
-                 "dhkd": PALETTE[2], "dhkd_nonlinear": "#7FBF9F", "dhkd_ga": "#2F6F4F"}
+                 "dhkd": PALETTE[2], "dhkd_nonlinear": "#7FBF9F", "dhkd_ga": "#2F6F4F",
+                 "ce_bkl_1h_official": "#8C2D04"}
+
+
+def _scale_axis(ax, scales):
+    """A log x axis with one tick per teacher-logit scale, labelled ×s."""
+    ax.set_xscale("log")
+    ax.set_xticks(list(scales))
+    ax.set_xticklabels([f"×{s:g}" for s in scales])
+    ax.minorticks_off()
 
 
 def _t(x) -> torch.Tensor:
@@ -264,4 +273,110 @@ def collapse_dynamics(specs, results, settings, pair,
     axes[0, 0].set_ylabel("NC1 (trace form) tr(Σ_W)/tr(Σ_B)")
     axes[1, 0].set_ylabel("mean ‖logits‖ (CE head)")
     axes[0, 0].legend(fontsize=7)
+    return fig
+
+
+def learning_curves(specs, results, setting, pair, methods):
+    """Test accuracy along training for each method (mean over seeds), and CE's training and
+    validation accuracy: the plateau that the accuracy claims need."""
+    fig, (ax1, ax2) = subplots(1, 2, width=3.7)
+    for method in methods:
+        steps, values = _curves(specs, results, setting, pair, method, "test_acc")
+        if steps is None:
+            continue
+        ax1.plot(steps, values.mean(0), color=METHOD_COLORS.get(method, PALETTE[0]),
+                 label=LABELS[method], lw=1.2)
+    for key, ls in (("train_acc", "-"), ("val_acc", "--"), ("test_acc", ":")):
+        steps, values = _curves(specs, results, setting, pair, "ce", key)
+        if steps is None:
+            continue
+        ax2.plot(steps, values.mean(0), color=METHOD_COLORS["ce"], ls=ls,
+                 label=key.replace("_acc", ""))
+        ax2.fill_between(steps, values.min(0), values.max(0), color=METHOD_COLORS["ce"],
+                         alpha=0.15)
+    ax1.set(xlabel="step", ylabel="test accuracy (CE head)", title="every method (seed mean)")
+    ax2.set(xlabel="step", ylabel="accuracy", title="CE student: plateau check", ylim=(0, 1.02))
+    ax1.legend(fontsize=6)
+    ax2.legend(fontsize=7)
+    return fig
+
+
+def official_numerics(main_specs, main_results, sweep_specs, sweep_results, setting, pair,
+                      scales):
+    """The official float32 BinaryKL against the log-sigmoid form (one-head CE+BinaryKL):
+    test accuracy along training at the chapter's teacher, final accuracy and the step at
+    which the loss first became non-finite against the teacher-logit scale."""
+    fig, axes = subplots(1, 3, width=3.0)
+    forms = (("ce_bkl_1h", "log-sigmoid (ours)", PALETTE[1], "o"),
+             ("ce_bkl_1h_official", "official clamp-and-log", METHOD_COLORS["ce_bkl_1h_official"],
+              "s"))
+    for method, label, color, _ in forms:
+        steps, values = _curves(main_specs, main_results, setting, pair, method, "test_acc")
+        if steps is not None:
+            for i, v in enumerate(values):
+                axes[0].plot(steps, v, color=color, lw=0.9, alpha=0.8,
+                             label=label if i == 0 else None)
+    runs = [(s, r) for s, r in zip(main_specs, main_results)
+            if s["data"]["setting"] == setting and s["pair"] == pair]
+    runs += [(s, r) for s, r in zip(sweep_specs, sweep_results)]
+    total = max(s["steps"] for s, _ in runs) if runs else 1
+    for j, (method, label, color, marker) in enumerate(forms):
+        for scale in scales:
+            chosen = [r for s, r in runs if s["method"] == method
+                      and s.get("teacher_scale", 1.0) == scale]
+            if not chosen:
+                continue
+            x = scale * (1.06 if j else 0.94)
+            acc = [r["test_acc"] for r in chosen]
+            axes[1].scatter([x] * len(acc), acc, color=color, marker=marker, s=14,
+                            label=label if scale == scales[0] else None)
+            onset = [r["nan_step"] if r["nan_step"] is not None else np.nan for r in chosen]
+            axes[2].scatter([x] * len(onset), onset, color=color, marker=marker, s=14,
+                            label=label if scale == scales[0] else None)
+            never = sum(o is None for o in (r["nan_step"] for r in chosen))
+            if never:
+                axes[2].scatter([x], [total * 1.15], color=color, marker="^", s=16)
+    axes[2].axhline(total * 1.15, color="k", lw=0.5, ls=":")
+    axes[2].text(scales[0] * 0.9, total * 0.55, "▲ never non-finite", fontsize=7)
+    axes[0].set(xlabel="step", ylabel="test accuracy", title="teacher logits × 1", ylim=(0, 1))
+    axes[1].set(xlabel="teacher-logit scale", ylabel="final test accuracy",
+                title="accuracy vs teacher scale", ylim=(0, 1))
+    axes[2].set(yscale="log", xlabel="teacher-logit scale",
+                ylabel="first non-finite loss (step)", title="onset of inf/NaN",
+                ylim=(1, total * 2))
+    for ax in axes[1:]:
+        _scale_axis(ax, scales)
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    return fig
+
+
+def ufm_conflict(ufm_results, nc1_collapsed: float):
+    """The unconstrained-features model: NC1 along CE training (left), and the cosines of the
+    CE and BinaryKL gradients on its head and on its free features against the teacher-logit
+    scale, at the collapsed point (right; line: mean over seeds, band: min–max)."""
+    fig, (ax1, ax2) = subplots(1, 2, width=3.7)
+    for r in ufm_results:
+        steps = [h["step"] for h in r["history"]]
+        ax1.plot(steps, [max(h["nc1"], 1e-12) for h in r["history"]], color=PALETTE[7],
+                 lw=0.9)
+    ax1.axhline(nc1_collapsed, color="k", ls=":", lw=0.8)
+    ax1.text(steps[-1], nc1_collapsed * 1.6, "collapse threshold", fontsize=7, ha="right")
+    ax1.set(yscale="log", xlabel="step (full-batch Adam)",
+            ylabel="NC1 tr(Σ_W)/tr(Σ_B)", title="CE training of the free features")
+    scales = [c["scale"] for c in ufm_results[0]["cosines"]]
+    for key, color, label in (("bkl_cos_head", PALETTE[1], "BinaryKL: head W"),
+                              ("bkl_cos_features", PALETTE[0], "BinaryKL: features H"),
+                              ("kd_cos_head", PALETTE[2], "KD: head W"),
+                              ("kd_cos_features", PALETTE[4], "KD: features H")):
+        values = np.array([[c[key] for c in r["cosines"]] for r in ufm_results])
+        ls = "-" if key.startswith("bkl") else "--"
+        ax2.plot(scales, values.mean(0), color=color, ls=ls, marker="o", ms=3, label=label)
+        ax2.fill_between(scales, values.min(0), values.max(0), color=color, alpha=0.2)
+    ax2.axhline(0, color="k", lw=0.6)
+    ax2.axvline(1, color="k", lw=0.6, ls=":")
+    ax2.set(xlabel="teacher-logit scale", ylabel="cos(∇CE, ∇L)",
+            title="at the collapsed point", ylim=(-1.05, 1.05))
+    _scale_axis(ax2, scales)
+    ax2.legend(fontsize=7)
     return fig
