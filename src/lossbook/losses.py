@@ -127,8 +127,9 @@ def binary_kl_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 2.0,
 
     One sigmoid per class, so — unlike softmax KD — it sees a common shift of all logits.
     Official `BinaryKL` (default T = 2) clamps the sigmoids to [1e-8, 1 − 1e-8] and takes logs;
-    in float32 1 − 1e-8 rounds to 1, so that form gives inf/NaN once a *student* logit exceeds
-    ≈ 37·T. This log-sigmoid form is exact and finite everywhere.
+    in float32 1 − 1e-8 rounds to 1 and σ(x) rounds to 1 for x ≳ 16.6, so that form gives
+    inf/NaN once a *student* logit exceeds ≈ 17·T. This log-sigmoid form is exact and finite
+    everywhere.
     """
     loss = bernoulli_kl_logits(teacher / T, student / T).sum(1)
     return T**2 * _reduce(loss, reduction)
@@ -143,7 +144,8 @@ def binary_kl_norm_loss(student: torch.Tensor, teacher: torch.Tensor, T: float =
     a log-cosh regression of the student logits on the teacher logits: ≈ (s − t)²/8 for small
     differences, ≈ (T/2)|s − t| for large ones; the per-logit gradient is (T/2) tanh((s−t)/2T).
     Computed as |u| + log1p(e^{−2|u|}) − log 2, u = (s − t)/(2T) (finite for any inputs; the
-    official clamp-and-log form overflows to inf for |s − t| ≳ 37·T in float32).
+    same clamp-and-log on σ((s − t)/T) would overflow to inf for |s − t| ≳ 17·T in float32; the
+    official BinaryKL-Norm file was not checked).
     """
     u = (student - teacher).abs() / (2 * T)
     loss = (u + torch.log1p(torch.exp(-2 * u)) - _LOG2).sum(1)
