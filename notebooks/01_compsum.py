@@ -563,15 +563,20 @@ ch.claims_table()
 #   in the GCE range the recalled $T_\tau$ is valid but not attained — off by about
 #   $(n/2)^{\tau-1}$, up to a factor 3 at $n=10$ — and, the formula being recalled, that claim
 #   stays inconclusive until the paper's own statement can be read.
-# - *Loss comparison.* Read the table and the class-count figure: cross-entropy and GCE
-#   against sum-exp and MAE on the clean tasks, and MAE's gap to cross-entropy from 10 to 100
-#   classes of one generator, with its training accuracy alongside — MAE's deficit is a
-#   failure to fit, which the bound does not explain. Under 40 % label noise GCE's advantage
-#   is the motivation of GCE, not a claim of this paper.
+# - *Loss comparison.* Cross-entropy and GCE are the best comp-sum losses on the clean tasks,
+#   the unbounded sum-exp loss trails slightly. From one generator, MAE is level with
+#   cross-entropy at 10 classes and falls far behind at 100 — and its *training* accuracy
+#   falls with it: MAE's deficit is a failure to fit in the same budget, which the bound
+#   neither predicts nor explains (section 4). Under 40 % label noise GCE's advantage is the
+#   motivation of GCE, not a claim of this paper.
 # - *Adversarial training.* The verdicts rest on the worst case over PGD-50 restarts on two
-#   losses; the contrast column shows how much the earlier single PGD-20 attack overstated
-#   every method's robustness. Read them with the scale in mind: an MLP at ~55 % clean accuracy
-#   on MNIST-1D, differences of a few points. Large $\nu$ ($\ge 1$) over-regularises: the
+#   losses; the contrast column shows that the earlier single PGD-20 attack overstated every
+#   method's robust accuracy, by about one to two points here, without changing the ranking.
+#   Small $\nu$ ADV-COMP-SUM beats TRADES at its published $\beta$ values in robust accuracy
+#   and matches or beats it in clean accuracy; with only two TRADES points the front claim is
+#   weaker evidence than it looks, and plain PGD adversarial training lands close to the best
+#   ADV-COMP-SUM. Read all of it with the scale in mind: an MLP at ~55 % clean accuracy on
+#   MNIST-1D, differences of a few points. Large $\nu$ ($\ge 1$) over-regularises: the
 #   margin-shift term is measured in logit units, not bounded like TRADES's KL. The paper's
 #   claim is about CIFAR-scale networks; our `full` preset is where it can be tested.
 #
