@@ -21,6 +21,49 @@ def test_smoke_specs_cover_the_grid():
     assert {s["method"] for s in adv} == set(C.ADV_METHODS)
 
 
+def test_class_count_specs_share_the_loss_runs():
+    """One generator at every class count; at gmm_classes the runs are the loss sweep's."""
+    cfg = C.PRESETS["book"]
+    count = C.count_specs(cfg, 0, "cpu")
+    assert {s["task"] for s in count} == {"gmm"}
+    assert sorted({s["gmm_classes"] for s in count}) == [10, 30, 100]
+    shared = [s for s in count if s["gmm_classes"] == cfg.gmm_classes]
+    loss = C.loss_specs(cfg, 0, "cpu")
+    assert shared and all(s in loss for s in shared)
+    small = C.task_data({**shared[0], "gmm_classes": 10})
+    large = C.task_data(shared[0])
+    assert small.num_classes == 10 and large.num_classes == 100
+    assert len(small.y_train) == 10 * cfg.gmm_train_per_class
+
+
+def strip_time(result):
+    return {**result, "history": [{k: v for k, v in h.items() if k != "time_s"}
+                                  for h in result["history"]]}
+
+
+@pytest.mark.parametrize("method,weight", [("standard", 0.0), ("pgd_at", 0.0), ("trades", 6.0),
+                                           ("adv_comp_sum", 0.3)])
+def test_batched_adversarial_training_equals_one_by_one(method, weight):
+    """The stacked twin (attacks on the stacked model, per-model early stopping, stacked final
+    attacks) gives every seed exactly — bit for bit — what `adv_run` gives it alone."""
+    cfg = tiny(C.PRESETS["smoke"], mnist1d_samples=500, adv_epochs=3, adv_seeds=3,
+               trades_betas=(weight,), advcs_nus=(weight,), adv_train_steps=3,
+               adv_eval_steps=4, adv_eval_restarts=2, adv_val_size=64, adv_val_steps=2,
+               batch_size=64)
+    specs = [s for s in C.adv_specs(cfg, 5, "cpu") if s["method"] == method]
+    assert [s["seed"] for s in specs] == [5, 6, 7]
+    alone = [C.adv_run(s) for s in specs]
+    together = C.adv_run.batched(specs)
+    for a, b in zip(alone, together):
+        assert strip_time(a) == strip_time(b)
+        assert len(a["history"]) == 3 and 0 <= a["robust_acc"] <= a["clean_acc"]
+        assert a["robust_acc"] <= min(a["robust_margin"], a["robust_ce"])
+    if method != "standard":  # early stopping restored each model's own best epoch
+        for r in alone:
+            assert r["selected"] == max(h["val_robust"] for h in r["history"])
+    assert len({r["clean_acc"] for r in alone}) > 1  # the seeds differ
+
+
 def test_loss_run_is_deterministic():
     cfg = tiny(C.PRESETS["smoke"], epochs=1, mnist1d_samples=300)
     spec = C.loss_specs(cfg, 0, "cpu")[0]
@@ -48,7 +91,8 @@ def test_full_preset_one_step_on_fabricated_cifar(tmp_path, monkeypatch):
         "tasks": ["cifar10"], "taus": [1.0], "seeds": 1, "epochs": 1, "batch_size": 8,
         "width": 4, "data_dir": str(tmp_path), "download": False, "eval_every": 1,
         "adv_epochs": 1, "adv_train_steps": 1, "adv_eval_steps": 1, "adv_val_size": 4,
-        "adv_val_steps": 1, "trades_betas": [6.0], "advcs_nus": [1.0], "adv_seeds": 1})
+        "adv_val_steps": 1, "trades_betas": [6.0], "advcs_nus": [1.0], "adv_seeds": 1,
+        "adv_eval_restarts": 1, "adv_contrast_steps": 1})
     assert cfg.model == "resnet18" and cfg.adv_clamp == (0.0, 1.0)
     result = C.loss_run(C.loss_specs(cfg, 0, "cpu")[0])
     assert result["history"][-1]["step"] == 2  # 20 fabricated images / batch 8
@@ -67,4 +111,4 @@ def test_full_preset_without_data_names_the_download(tmp_path):
 def test_unknown_adversarial_method():
     spec = C.adv_specs(C.PRESETS["smoke"], 0, "cpu")[0]
     with pytest.raises(ValueError, match="valid: standard, pgd_at, trades, adv_comp_sum"):
-        C.adv_objective({**spec, "method": "fgsm_at"})
+        C.adv_losses({**spec, "method": "fgsm_at"}, None, None, None, [])

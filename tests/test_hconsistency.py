@@ -288,3 +288,14 @@ def test_best_bounded_risk_table_and_monotone_in_tau() -> None:
     for n, Lambda in [(2, 0.5), (10, 1.0), (100, 2.0)]:
         fine = [minimizability_gap_deterministic(tau, n, Lambda) for tau in np.linspace(0, 3, 61)]
         assert np.all(np.diff(fine) < 0)
+
+
+def test_stacked_trajectories_equal_single_ones():
+    from lossbook import hconsistency as hc
+
+    problem = hc.make_tabular_problem(K=20, n=4, alpha=1.0, seed=0)
+    starts = [(3, 0.3), (4, 3.0)]
+    s, z = hc.bound_trajectories(problem, 1.5, starts, steps=30, lr=0.05)
+    singles = [hc.bound_trajectory(problem, 1.5, 30, 0.05, seed, scale) for seed, scale in starts]
+    np.testing.assert_allclose(s, np.concatenate([a for a, _ in singles]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(z, np.concatenate([b for _, b in singles]), atol=1e-12)

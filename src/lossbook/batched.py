@@ -15,7 +15,8 @@ generator (nothing here draws from it).
 
 Not batched (callers fall back to `train.fit`, one model at a time): models with BatchNorm
 (running statistics are updated in place, which `vmap` cannot do) or dropout (its random masks
-would not match `fit`'s), and objectives that are not a loss on (logits, y) of the given batch.
+would not match `fit`'s). Objectives that need more than the logits of the batch (adversarial
+training) are given as a stacked `objective` (see `fit_batched`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from lossbook.models import CNN1D
 from lossbook.train import lr_factor, make_optimizer
 
 LogitLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StackedObjective = Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, torch.Tensor],
+                            torch.Tensor]
 UNBATCHABLE = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
 
 
@@ -100,6 +103,50 @@ def grouped_forward(model: nn.Module) -> Callable | None:
     return forward
 
 
+class _StackedLinear(torch.autograd.Function):
+    """y[m] = x[m] W[m]ᵀ + b[m] for stacked models, with the backward of `nn.Linear` per model:
+    the weight gradient as one `mm` per model (a batched `bmm` rounds it differently)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        if bias is None:
+            return torch.bmm(x, weight.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        grad_w = (torch.stack([grad[m].t().mm(x[m]) for m in range(len(grad))])
+                  if ctx.needs_input_grad[1] else None)
+        grad_b = grad.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def exact_mlp_forward(model: nn.Module) -> Callable | None:
+    """The forward pass of M stacked copies of an MLP (a Sequential of Linear/ReLU), f(params,
+    x [M, B, D]) -> [M, B, C], whose gradients — with respect to the weights *and* the inputs —
+    equal `nn.Linear`'s per model bit for bit on a CPU at any layer width (`grouped_forward`'s
+    batched weight gradient differs from `fit`'s in the last bits at some widths, e.g. a
+    100 → 10 layer). Slightly slower; for runs held to exact equality (adversarial training,
+    where the inputs' gradient signs steer the attack). None for other models."""
+    if not (isinstance(model, nn.Sequential)
+            and all(type(m) in (nn.Linear, nn.ReLU) for m in model)):
+        return None
+
+    def forward(p: dict, x: torch.Tensor) -> torch.Tensor:
+        for name, layer in model.named_children():
+            if isinstance(layer, nn.ReLU):
+                x = torch.relu(x)
+            else:
+                x = _StackedLinear.apply(x, p[f"{name}.weight"], p.get(f"{name}.bias"))
+        return x
+
+    return forward
+
+
 def fit_batched(models: list[nn.Module], datasets: list[Dataset], loss_fn: LogitLoss, *,
                 seeds: list[int], batch_size: int, lr: float, epochs: int | None = None,
                 steps: int | None = None, optimizer: str = "adam", momentum: float = 0.9,
@@ -108,12 +155,21 @@ def fit_batched(models: list[nn.Module], datasets: list[Dataset], loss_fn: Logit
                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
                 evaluate: list[Callable[[nn.Module], dict]] | None = None, eval_every: int = 1,
                 select: str | None = None, progress: bool = False,
-                desc: str = "train") -> list[dict]:
+                desc: str = "train", objective: StackedObjective | None = None,
+                stacked_forward: Callable[[nn.Module], Callable | None] | None = None
+                ) -> list[dict]:
     """`train.fit(models[m], datasets[m], logit_objective(loss_fn), seed=seeds[m], ...)` for
     every m, trained together; the models are updated in place and their results returned.
 
     The datasets must have equal shapes (the same training-set size); `evaluate`, if given,
     holds one function per model (called on that model, as `fit` calls its `evaluate`).
+    `objective(forward, x [M, B, ...], y [M, B]) -> [M]` replaces `loss_fn` for objectives that
+    need more than the logits of the batch (adversarial training: `forward` maps stacked inputs
+    to stacked logits, so an attack can run on all M models at once; `forward.frozen` is the
+    same on detached weights, for the attack); it must give model m the loss that `fit`'s
+    objective gives it alone (`loss_fn` is then unused and may be None).
+    `stacked_forward(model)` chooses the stacked forward pass (default `grouped_forward`; e.g.
+    `exact_mlp_forward`), falling back to `vmap` where it returns None.
     """
     from tqdm.auto import tqdm
 
@@ -142,13 +198,22 @@ def fit_batched(models: list[nn.Module], datasets: list[Dataset], loss_fn: Logit
 
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
-    forward = grouped_forward(base) or (lambda p, x: vmap(
+    forward = (stacked_forward or grouped_forward)(base) or (lambda p, x: vmap(
         lambda pm, bm, xm: functional_call(base, (pm, bm), (xm,)))(p, buffers, x))
 
     def losses_of(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if objective is not None:
+            return objective(stacked_model, xb, yb)
         z = forward(params, xb)
         # one loss call per model, as `fit` makes it (a vmapped loss was slower on a CPU)
         return torch.stack([loss_fn(z[m], yb[m]) for m in range(count)])
+
+    def stacked_model(x: torch.Tensor) -> torch.Tensor:
+        return forward(params, x)
+
+    # the same forward on weights cut from the graph: for an attack, which needs gradients with
+    # respect to the inputs only (a custom backward cannot tell which gradients are wanted)
+    stacked_model.frozen = lambda x: forward({k: v.detach() for k, v in params.items()}, x)
 
     opt = make_optimizer(list(params.values()), optimizer, lr, momentum, weight_decay, nesterov)
 

@@ -290,6 +290,30 @@ def bound_trajectory(problem: TabularProblem, tau: float, steps: int = 200, lr: 
     return surrogate_excess_risk(tables, problem, tau), zero_one_excess_risk(tables, problem)
 
 
+def bound_trajectories(problem: TabularProblem, tau: float, starts: list[tuple[int, float]],
+                       steps: int = 200, lr: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """`bound_trajectory` (Adam, every step logged) from several (seed, init_scale) starts at
+    once: the tables are stacked and their population risks summed, so each gets its own
+    gradient and (Adam being elementwise) its own trajectory, equal to `bound_trajectory`'s up
+    to rounding. Returns the pooled (surrogate excess, 0-1 excess)."""
+    h0 = [scale * torch.randn(problem.K, problem.n, generator=torch.Generator().manual_seed(s),
+                              dtype=torch.float64) for s, scale in starts]
+    h = torch.stack(h0).requires_grad_()
+    p = torch.as_tensor(problem.p)
+    opt = torch.optim.Adam([h], lr=lr)
+    tables = []
+    for step in range(steps + 1):
+        tables.append(h.detach().numpy().copy())
+        if step == steps:
+            break
+        opt.zero_grad()
+        loss = comp_sum_from_log_probs(torch.log_softmax(h, dim=-1), tau)
+        (p * loss).sum(dim=-1).mean(dim=-1).sum().backward()  # Σ_j population risk of h[j]
+        opt.step()
+    tables = np.concatenate(np.stack(tables, axis=1))  # trajectory-major, as bound_trajectory
+    return surrogate_excess_risk(tables, problem, tau), zero_one_excess_risk(tables, problem)
+
+
 def random_score_tables(problem: TabularProblem, count: int = 200,
                         seed: int = 0) -> np.ndarray:
     """Tables c·log p(x) + s·N(0,1), c ~ U(0, 3), s log-uniform in [0.01, 3]: shape (count, K, n).
@@ -309,8 +333,9 @@ def bound_scatter(problem: TabularProblem, tau: float,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(surrogate excess, 0-1 excess) pooled over Adam trajectories from several inits and
     init scales, plus `n_random` random_score_tables: the point cloud to plot under Γ_τ."""
-    pts = [bound_trajectory(problem, tau, steps, lr, seed + 1000 * k + i, scale)
-           for k, scale in enumerate(init_scales) for i in range(n_inits)]
+    starts = [(seed + 1000 * k + i, scale) for k, scale in enumerate(init_scales)
+              for i in range(n_inits)]
+    pts = [bound_trajectories(problem, tau, starts, steps, lr)]
     tables = random_score_tables(problem, n_random, seed)
     pts.append((surrogate_excess_risk(tables, problem, tau),
                 zero_one_excess_risk(tables, problem)))

@@ -120,11 +120,16 @@ class Chapter:
         self.claims = [c for c in self.claims if c.id != id] + [claim]
         return claim
 
-    def claim(self, id: str, statement: str, *, paper: str, ours: str, holds: bool | None,
-              kind: str = "paper", note: str = "", rule: str = "") -> Claim:
+    def claim(self, id: str, statement: str, *, paper: str, ours: str,
+              holds: bool | None | str, kind: str = "paper", note: str = "",
+              rule: str = "") -> Claim:
         """A claim decided without seeds: an exact check within a tolerance (`identity`), or
-        one whose rule is not a paired effect. holds=None: not tested at this preset."""
-        verdict = protocol.verdict_of(None if holds is None else bool(holds))
+        one whose rule is not a paired effect. holds=None: not tested at this preset;
+        holds="inconclusive": tested, but the rule cannot decide it (e.g. a recalled formula)."""
+        if holds == "inconclusive":
+            verdict = "inconclusive"
+        else:
+            verdict = protocol.verdict_of(None if holds is None else bool(holds))
         return self._add(id, statement, paper, ours, verdict, kind, note, rule)
 
     def claim_effect(self, id: str, statement: str, *, paper: str, a, b=None,

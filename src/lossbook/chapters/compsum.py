@@ -7,11 +7,13 @@ adversarial-training method at one trade-off weight.
 
 from __future__ import annotations
 
+import copy
 import statistics
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+from torch.func import stack_module_state
 
 from lossbook import attacks, batched, data, losses, models, train
 from lossbook.presets import at_least, between, nonempty, one_of, positive
@@ -21,7 +23,7 @@ from lossbook.presets import at_least, between, nonempty, one_of, positive
 class Config:
     # (B) loss comparison: τ grid, tasks, seeds
     taus: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 1.7, 2.0)
-    tasks: tuple[str, ...] = ("mnist1d", "mnist1d_noisy", "gmm100")
+    tasks: tuple[str, ...] = ("mnist1d", "mnist1d_noisy", "gmm")
     seeds: int = 5
     noise_rate: float = 0.4
     mnist1d_samples: int = 5000
@@ -40,7 +42,12 @@ class Config:
     weight_decay: float = 0.0
     schedule: str = "constant"
     eval_every: int = 5
-    # (A) exact tabular bound check
+    # (B') class count: one mixture generator at several class counts, CE / GCE / MAE
+    count_classes: tuple[int, ...] = (10, 30, 100)
+    count_taus: tuple[float, ...] = (1.0, 1.7, 2.0)
+    # (A) exact tabular bound check, and the tightness search in the GCE range
+    tight_classes: tuple[int, ...] = (3, 10)
+    tight_taus: tuple[float, ...] = (1.2, 1.5, 1.7)
     tab_inputs: int = 100
     tab_classes: tuple[int, ...] = (2, 10)
     tab_alpha: float = 1.0
@@ -50,12 +57,14 @@ class Config:
     adv_task: str = "mnist1d"
     adv_eps: float = 0.15
     adv_train_steps: int = 10
-    adv_eval_steps: int = 20
+    adv_eval_steps: int = 50
+    adv_eval_restarts: int = 3
+    adv_contrast_steps: int = 20
     adv_epochs: int = 20
     adv_seeds: int = 5
     adv_tau: float = 1.0
     adv_rho: float = 1.0
-    trades_betas: tuple[float, ...] = (0.5, 1.0, 3.0, 6.0)
+    trades_betas: tuple[float, ...] = (1.0, 6.0)  # the TRADES paper's MNIST and CIFAR values
     advcs_nus: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
     adv_val_size: int = 512
     adv_val_steps: int = 10
@@ -64,20 +73,25 @@ class Config:
     download: bool = False
 
 
-TASKS = ("mnist1d", "mnist1d_noisy", "gmm100", "cifar10", "cifar100", "svhn")
+TASKS = ("mnist1d", "mnist1d_noisy", "gmm", "cifar10", "cifar100", "svhn")
 CONSTRAINTS = {  # checked by lossbook.presets.resolve (with finite, ≥ 0 numbers everywhere)
     "tasks": (nonempty, one_of(*TASKS)), "adv_task": one_of(*TASKS), "taus": nonempty,
     "model": one_of("mlp", "cnn1d", "resnet18"), "optimizer": one_of("sgd", "adam", "adamw"),
     "schedule": one_of("constant", "cosine", "multistep", "step"), "noise_rate": between(0, 1),
     "tab_classes": at_least(2), "gmm_classes": at_least(2), "gmm_dim": positive,
     "gmm_train_per_class": positive, "hidden": positive, "width": positive,
-    "tab_inputs": positive, "adv_val_size": positive,
+    "tab_inputs": positive, "adv_val_size": positive, "count_classes": at_least(2),
+    "tight_classes": at_least(3), "tight_taus": (nonempty, between(1, 2)),
+    "adv_eval_restarts": positive, "adv_contrast_steps": positive,
 }
 
 
 PRESETS = {
-    "smoke": Config(taus=(0.0, 1.0, 2.0), tasks=("mnist1d", "gmm100"), seeds=1,
+    "smoke": Config(taus=(0.0, 1.0, 2.0), tasks=("mnist1d", "gmm"), seeds=1,
                     mnist1d_samples=1000, gmm_classes=20, gmm_train_per_class=20, epochs=2,
+                    count_classes=(5, 20), count_taus=(1.0, 2.0), adv_eval_restarts=1,
+                    tight_classes=(3,), tight_taus=(1.5,),
+                    adv_contrast_steps=2,
                     eval_every=1, tab_classes=(2, 10), tab_inputs=20, tab_steps=40, tab_inits=1,
                     adv_epochs=1, adv_seeds=1, trades_betas=(1.0,), advcs_nus=(1.0,),
                     adv_train_steps=2, adv_eval_steps=3, adv_val_size=128, adv_val_steps=2),
@@ -89,8 +103,9 @@ PRESETS = {
     "full": Config(tasks=("cifar10", "cifar100", "svhn"), model="resnet18", hidden=(),
                    epochs=200, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
                    schedule="cosine", eval_every=10, seeds=3, adv_task="cifar10",
-                   adv_eps=8 / 255, adv_train_steps=10, adv_eval_steps=40, adv_epochs=100,
+                   adv_eps=8 / 255, adv_train_steps=10, adv_epochs=100,
                    adv_seeds=1, adv_val_size=1024, adv_val_steps=40, adv_clamp=(0.0, 1.0),
+                   count_classes=(),
                    download=True),
 }
 
@@ -105,7 +120,7 @@ def load_task(task: str, spec_key: tuple) -> data.Dataset:
     settings = dict(spec_key)
     if task in ("mnist1d", "mnist1d_noisy"):
         return data.mnist1d(num_samples=settings["mnist1d_samples"])
-    if task == "gmm100":
+    if task == "gmm":
         return data.gaussian_mixture(settings["gmm_classes"], settings["gmm_dim"],
                                      settings["gmm_train_per_class"], 50, settings["gmm_noise"],
                                      seed=0)
@@ -119,7 +134,7 @@ def load_task(task: str, spec_key: tuple) -> data.Dataset:
         raw = vision.load_vision(task, root, download=settings["download"])
         return data.Dataset(raw["x_train"], raw["y_train"], raw["x_test"], raw["y_test"],
                             raw["num_classes"])
-    raise ValueError(f"unknown task {task!r}; valid: mnist1d, mnist1d_noisy, gmm100, "
+    raise ValueError(f"unknown task {task!r}; valid: mnist1d, mnist1d_noisy, gmm, "
                      f"{', '.join(VISION_TASKS)}")
 
 
@@ -172,6 +187,15 @@ def base_spec(cfg: Config, task: str, seed: int, device: str) -> dict:
 def loss_specs(cfg: Config, seed: int, device: str) -> list[dict]:
     return [{**base_spec(cfg, task, seed + s, device), "tau": tau}
             for task in cfg.tasks for tau in cfg.taus for s in range(cfg.seeds)]
+
+
+def count_specs(cfg: Config, seed: int, device: str) -> list[dict]:
+    """The class-count runs: one mixture generator (class means drawn first, so the 10-class
+    problem's means are the 100-class problem's first ten) at each of `count_classes`, with the
+    same samples per class, noise and training; at `gmm_classes` they equal `loss_specs`' runs
+    (the run cache then shares them)."""
+    return [{**base_spec(cfg, "gmm", seed + s, device), "gmm_classes": n, "tau": tau}
+            for n in cfg.count_classes for tau in cfg.count_taus for s in range(cfg.seeds)]
 
 
 def loss_fit_kwargs(spec: dict) -> dict:
@@ -231,41 +255,129 @@ def adv_specs(cfg: Config, seed: int, device: str) -> list[dict]:
             spec = base_spec(cfg, cfg.adv_task, seed + s, device)
             spec.update(method=method, weight=weight, tau=cfg.adv_tau, rho=cfg.adv_rho,
                         eps=cfg.adv_eps, train_steps=cfg.adv_train_steps,
-                        eval_steps=cfg.adv_eval_steps, epochs=cfg.adv_epochs,
+                        eval_steps=cfg.adv_eval_steps, eval_restarts=cfg.adv_eval_restarts,
+                        contrast_steps=cfg.adv_contrast_steps, epochs=cfg.adv_epochs,
                         val_size=cfg.adv_val_size, val_steps=cfg.adv_val_steps,
                         clamp=list(cfg.adv_clamp))
             specs.append(spec)
     return specs
 
 
-def adv_objective(spec: dict):
-    """The training objective of one adversarial method (step size ε/4, as in the chapter)."""
-    eps, steps = spec["eps"], spec["train_steps"]
-    step_size, clamp = eps / 4, tuple(spec["clamp"]) or None
+def adv_losses(spec: dict, f, x: torch.Tensor, y: torch.Tensor, generators: list) -> torch.Tensor:
+    """The training loss of one adversarial method for M stacked models, one per model [M].
+
+    `f` maps inputs [M, B, ...] to logits [M, B, C] (M = 1: one model, see `adv_run`); the
+    inner attacks take steps of ε/4 from random starts drawn from `generators` (one per model).
+    PGD-AT: CE at the PGD (CE) point; TRADES: CE + β·KL at the KL-maximising point (official
+    trades.py); ADV-COMP-SUM: ℓ_τ(h/ρ) + ν·‖Δ_h(x′) − Δ_h(x)‖₂ at the point maximising the
+    margin shift — the same inner loop as TRADES, only the divergence differs.
+    """
     method, weight = spec["method"], spec["weight"]
+    if method not in ADV_METHODS:
+        raise ValueError(f"unknown adversarial method {method!r}; valid: {', '.join(ADV_METHODS)}")
+    attack = dict(eps=spec["eps"], step_size=spec["eps"] / 4, steps=spec["train_steps"],
+                  clamp=tuple(spec["clamp"]) or None, generator=generators)
+    ce = torch.nn.functional.cross_entropy
+    g = getattr(f, "frozen", f)  # the attack needs input gradients only
     if method == "standard":
-        return train.logit_objective(torch.nn.functional.cross_entropy)
+        z = f(x)
+        return torch.stack([ce(z[m], y[m]) for m in range(len(z))])
     if method == "pgd_at":
-        def objective(model, x, y):
-            x_adv = attacks.pgd(model, x, y, eps=eps, step_size=step_size, steps=steps,
-                                clamp=clamp)
-            return torch.nn.functional.cross_entropy(model(x_adv), y)
-        return objective
+        z_adv = f(attacks.pgd(g, x, y, loss="ce", **attack))
+        return torch.stack([ce(z_adv[m], y[m]) for m in range(len(z_adv))])
     if method == "trades":
-        def objective(model, x, y):
-            x_adv = attacks.pgd_divergence(model, x, losses.trades_kl, eps=eps,
-                                           step_size=step_size, steps=steps, clamp=clamp)
-            return losses.trades_loss(model(x), model(x_adv), y, beta=weight)
-        return objective
-    if method == "adv_comp_sum":
-        def objective(model, x, y):
-            x_adv = attacks.pgd_divergence(
-                model, x, lambda z_adv, z: losses.margin_shift(z_adv, z, y).sum(), eps=eps,
-                step_size=step_size, steps=steps, clamp=clamp)
-            return losses.smooth_adv_comp_sum_loss(model(x), model(x_adv), y, spec["tau"],
-                                                   nu=weight, rho=spec["rho"])
-        return objective
-    raise ValueError(f"unknown adversarial method {method!r}; valid: {', '.join(ADV_METHODS)}")
+        x_adv = attacks.pgd_divergence(g, x, losses.trades_kl, **attack)
+        z, z_adv = f(x), f(x_adv)
+        return torch.stack([losses.trades_loss(z[m], z_adv[m], y[m], beta=weight)
+                            for m in range(len(z))])
+    flat_y = y.reshape(-1)
+    x_adv = attacks.pgd_divergence(
+        g, x, lambda z_adv, z: losses.margin_shift(z_adv, z, flat_y).sum(), **attack)
+    z, z_adv = f(x), f(x_adv)
+    return torch.stack([losses.smooth_adv_comp_sum_loss(z[m], z_adv[m], y[m], spec["tau"],
+                                                        nu=weight, rho=spec["rho"])
+                        for m in range(len(z))])
+
+
+class StackOfOne(torch.nn.Module):
+    """A model seen as a stack of one: inputs [1, B, ...] → logits [1, B, C]."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x[0])[None]
+
+
+def adv_split(spec: dict) -> tuple[data.Dataset, torch.Tensor, torch.Tensor]:
+    """The training set minus `val_size` held-out examples (a per-seed permutation), and those."""
+    full = task_data(spec)
+    g = torch.Generator().manual_seed(spec["seed"])
+    order = torch.randperm(len(full.y_train), generator=g).to(full.y_train.device)
+    val, fit_idx = order[:spec["val_size"]], order[spec["val_size"]:]
+    return (data.Dataset(full.x_train[fit_idx], full.y_train[fit_idx], full.x_test,
+                         full.y_test, full.num_classes), full.x_train[val], full.y_train[val])
+
+
+def attack_generator(spec: dict, offset: int = 0) -> torch.Generator:
+    """The generator of a run's attack random starts (training and validation: offset 0; the
+    final evaluation: its own stream, so that it does not depend on the training length)."""
+    return torch.Generator(device=spec["device"]).manual_seed(spec["seed"] + offset)
+
+
+def adv_evaluate(spec: dict, dataset: data.Dataset, x_val, y_val, generator):
+    """Per-epoch evaluation: PGD (margin loss) accuracy on the held-out examples — the early
+    stopping criterion of the paper's protocol (Rice et al., 2020) — and clean test accuracy."""
+    eps, steps = spec["eps"], spec["val_steps"]
+
+    def evaluate(model: torch.nn.Module) -> dict:
+        return {"val_robust": attacks.robust_accuracy(
+                    model, x_val, y_val, eps=eps, step_size=2.5 * eps / steps, steps=steps,
+                    loss="margin", clamp=tuple(spec["clamp"]) or None, generator=generator),
+                "test_acc": attacks.accuracy(model, dataset.x_test, dataset.y_test)}
+    return evaluate
+
+
+def adv_fit_kwargs(spec: dict) -> dict:
+    return dict(epochs=spec["epochs"], batch_size=spec["batch_size"],
+                optimizer=spec["optimizer"], lr=spec["lr"], momentum=spec["momentum"],
+                weight_decay=spec["weight_decay"], nesterov=spec["optimizer"] == "sgd",
+                schedule=spec["schedule"], augment=augmentation(spec),
+                select=None if spec["method"] == "standard" else "val_robust")
+
+
+EVAL_OFFSET = 7919  # seed offset of the final evaluation's attack generator
+
+
+def adv_final(f, nets: list[torch.nn.Module], datasets: list[data.Dataset], specs: list[dict],
+              results: list[dict]) -> list[dict]:
+    """Test accuracy of M trained models (stacked in `f`, as in `adv_losses`): clean; under
+    the evaluation attack — PGD-`eval_steps` (step 2.5ε/steps) with `eval_restarts` random
+    restarts on the CW margin loss and on CE, an example counting as robust only if it
+    survives all of them (worst case per example); and, as the labelled contrast of the
+    earlier evaluation, one PGD-`contrast_steps` run on the margin loss."""
+    spec = specs[0]
+    eps, clamp = spec["eps"], tuple(spec["clamp"]) or None
+    gens = [attack_generator(s, EVAL_OFFSET) for s in specs]
+    x = torch.stack([d.x_test for d in datasets])
+    y = torch.stack([d.y_test for d in datasets])
+    worst = attacks.worst_case_correct(f, x, y, eps=eps, steps=spec["eval_steps"],
+                                       restarts=spec["eval_restarts"], clamp=clamp,
+                                       generator=gens)
+    steps = spec["contrast_steps"]
+    x_adv = attacks.pgd(f, x, y, eps=eps, step_size=2.5 * eps / steps, steps=steps,
+                        loss="margin", clamp=clamp, generator=gens)
+    with torch.no_grad(), attacks._eval_mode(f):
+        contrast = f(x_adv).argmax(-1) == y
+    n = y.shape[1]
+    return [{"clean_acc": attacks.accuracy(net, d.x_test, d.y_test),
+             "robust_acc": int(worst["all"][m].sum()) / n,
+             "robust_margin": int(worst["margin"][m].sum()) / n,
+             "robust_ce": int(worst["ce"][m].sum()) / n,
+             "robust_contrast": int(contrast[m].sum()) / n,
+             "selected": result["selected"], "history": result["history"]}
+            for m, (net, d, result) in enumerate(zip(nets, datasets, results))]
 
 
 def adv_run(spec: dict) -> dict:
@@ -273,38 +385,42 @@ def adv_run(spec: dict) -> dict:
 
     Standard training is not early-stopped (its robust accuracy is near zero at every epoch).
     """
-    full = task_data(spec)
-    n_val = spec["val_size"]
-    g = torch.Generator().manual_seed(spec["seed"])
-    order = torch.randperm(len(full.y_train), generator=g).to(full.y_train.device)
-    val, fit_idx = order[:n_val], order[n_val:]
-    dataset = data.Dataset(full.x_train[fit_idx], full.y_train[fit_idx], full.x_test,
-                           full.y_test, full.num_classes)
+    dataset, x_val, y_val = adv_split(spec)
     model = build_model(spec, dataset)
-    eps, clamp = spec["eps"], tuple(spec["clamp"]) or None
-
-    def robust(m, x, y, steps):
-        return attacks.robust_accuracy(m, x, y, eps=eps, step_size=2.5 * eps / steps,
-                                       steps=steps, loss="margin", clamp=clamp)
-
-    def evaluate(m):
-        return {"val_robust": robust(m, full.x_train[val], full.y_train[val], spec["val_steps"]),
-                "test_acc": attacks.accuracy(m, dataset.x_test, dataset.y_test)}
-
+    g = attack_generator(spec)
+    one = StackOfOne(model)
     result = train.fit(
-        model, dataset, adv_objective(spec), epochs=spec["epochs"],
-        batch_size=spec["batch_size"], optimizer=spec["optimizer"], lr=spec["lr"],
-        momentum=spec["momentum"], weight_decay=spec["weight_decay"],
-        nesterov=spec["optimizer"] == "sgd", schedule=spec["schedule"], seed=spec["seed"],
-        augment=augmentation(spec), evaluate=evaluate,
-        select=None if spec["method"] == "standard" else "val_robust")
-    return {"clean_acc": attacks.accuracy(model, dataset.x_test, dataset.y_test),
-            "robust_acc": robust(model, dataset.x_test, dataset.y_test, spec["eval_steps"]),
-            "robust_acc_ce": attacks.robust_accuracy(
-                model, dataset.x_test, dataset.y_test, eps=eps,
-                step_size=2.5 * eps / spec["eval_steps"], steps=spec["eval_steps"], loss="ce",
-                clamp=clamp),
-            "history": result["history"]}
+        model, dataset, lambda m, x, y: adv_losses(spec, one, x[None], y[None], [g])[0],
+        seed=spec["seed"], evaluate=adv_evaluate(spec, dataset, x_val, y_val, g),
+        **adv_fit_kwargs(spec))
+    return adv_final(one, [model], [dataset], [spec], [result])[0]
+
+
+def adv_runs(specs: list[dict]) -> list[dict]:
+    """`adv_run` for seed replicates, trained as one stacked model: the inner attacks run on
+    all models at once through a stacked forward pass (`lossbook.batched.exact_mlp_forward`;
+    per model and per example, each model with its own random starts), every model keeps its
+    own validation-PGD early stopping, and the final attacks run stacked too. Equal to
+    `adv_run` per spec bit for bit for the MLP on a CPU (tests/test_compsum_chapter.py); other
+    models run one by one."""
+    splits = [adv_split(spec) for spec in specs]
+    nets = [build_model(spec, split[0]) for spec, split in zip(specs, splits)]
+    forward = batched.exact_mlp_forward(copy.deepcopy(nets[0]).to("meta"))
+    if forward is None or not all(batched.batchable(net) for net in nets):
+        return [adv_run(spec) for spec in specs]
+    gens = [attack_generator(spec) for spec in specs]
+    datasets = [split[0] for split in splits]
+    evaluate = [adv_evaluate(spec, d, xv, yv, g)
+                for spec, (d, xv, yv), g in zip(specs, splits, gens)]
+    results = batched.fit_batched(
+        nets, datasets, None, seeds=[spec["seed"] for spec in specs],
+        objective=lambda f, x, y: adv_losses(specs[0], f, x, y, gens), evaluate=evaluate,
+        stacked_forward=batched.exact_mlp_forward, **adv_fit_kwargs(specs[0]))
+    params = {k: v.detach() for k, v in stack_module_state(nets)[0].items()}
+    return adv_final(lambda x: forward(params, x), nets, datasets, specs, results)
+
+
+adv_run.batched = adv_runs  # cache.sweep trains seed replicates together
 
 
 # --- summaries --------------------------------------------------------------------------------

@@ -156,8 +156,8 @@ METHOD_STYLE = {"standard": ("s", "standard training"), "pgd_at": ("D", "PGD-AT"
                 "trades": ("o", "TRADES (β)"), "adv_comp_sum": ("^", "ADV-COMP-SUM (ν)")}
 
 
-def pareto(points: dict, eps: float, steps: int):
-    """Clean vs PGD accuracy per method and trade-off weight (mean ± std over seeds)."""
+def pareto(points: dict, eps: float, attack: str):
+    """Clean vs robust accuracy per method and trade-off weight (mean ± std over seeds)."""
     fig, ax = subplots(1, 1, width=5.5, height=3.6)
     for k, method in enumerate(METHOD_STYLE):
         rows = [(w, v) for (m, w), v in points.items() if m == method]
@@ -174,7 +174,30 @@ def pareto(points: dict, eps: float, steps: int):
             for (w, _), x, y in zip(rows, clean, robust):
                 ax.annotate(f"{w:g}", (x, y), textcoords="offset points", xytext=(4, 3),
                             fontsize=7, color=PALETTE[k])
-    ax.set(xlabel="clean test accuracy", ylabel=f"PGD-{steps} accuracy (ε={eps:g})",
+    ax.set(xlabel="clean test accuracy", ylabel=f"{attack} accuracy (ε={eps:g})",
            title="robustness–accuracy trade-off (up and right is better)")
     ax.legend()
+    return fig
+
+
+def class_count(specs, results, taus):
+    """Test (solid) and training (dashed) accuracy against the number of classes n of one
+    mixture generator, one colour per τ (mean ± std over seeds)."""
+    fig, ax = subplots(1, 1, width=5.5, height=3.4)
+    colors = color_map(list(taus))
+    for tau in taus:
+        for metric, style in (("test_acc", "-"), ("train_acc", "--")):
+            groups = group([s for s in specs if s["tau"] == tau],
+                           [r for s, r in zip(specs, results) if s["tau"] == tau],
+                           ("gmm_classes",), metric)
+            ns = [key[0] for key in groups]
+            stats = [mean_std(v) for v in groups.values()]
+            ax.errorbar(ns, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o",
+                        capsize=3, ls=style, color=colors[tau],
+                        label=f"{tau_label(tau)}{'' if metric == 'test_acc' else ', train'}")
+    ax.set(xscale="log", xlabel="number of classes n (one mixture generator)",
+           ylabel="accuracy", title="accuracy vs number of classes (dashed: training set)")
+    ax.set_xticks(sorted({s["gmm_classes"] for s in specs}))
+    ax.set_xticklabels([str(n) for n in sorted({s["gmm_classes"] for s in specs})])
+    ax.legend(fontsize=7, ncol=2)
     return fig
