@@ -57,7 +57,9 @@ def grouped_forward(model: nn.Module) -> Callable | None:
     for an MLP (a Sequential of Linear/ReLU) or a `CNN1D` (its head Linear or NormedLinear);
     None for other models, which go through `vmap`.
 
-    Linear layers are batched matmuls, which give `fit`'s numbers bit for bit on a CPU. The
+    Linear layers are batched matmuls whose weight gradient is one `mm` per model
+    (`_StackedLinear`): a batched `bmm` weight gradient rounds differently from `nn.Linear`'s on
+    some CPUs (seen with AVX-512), so only this form gives `fit`'s numbers bit for bit. The
     convolutions run once per model: one grouped convolution (groups=M) over all models is
     faster, but rounds differently, and over a long SGD run the difference grows until the models
     part from `fit`'s (and then a seed's result would depend on which seeds shared its stack).
@@ -79,9 +81,7 @@ def grouped_forward(model: nn.Module) -> Callable | None:
         weight, bias = p[prefix + "weight"], p.get(prefix + "bias")
         if isinstance(layer, NormedLinear):
             return torch.bmm(F.normalize(x, dim=2), F.normalize(weight, dim=1))
-        if bias is None:
-            return torch.bmm(x, weight.transpose(1, 2))
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        return _StackedLinear.apply(x, weight, bias)
 
     def forward(p: dict, x: torch.Tensor) -> torch.Tensor:
         if mlp:
@@ -126,25 +126,14 @@ class _StackedLinear(torch.autograd.Function):
 
 
 def exact_mlp_forward(model: nn.Module) -> Callable | None:
-    """The forward pass of M stacked copies of an MLP (a Sequential of Linear/ReLU), f(params,
-    x [M, B, D]) -> [M, B, C], whose gradients — with respect to the weights *and* the inputs —
-    equal `nn.Linear`'s per model bit for bit on a CPU at any layer width (`grouped_forward`'s
-    batched weight gradient differs from `fit`'s in the last bits at some widths, e.g. a
-    100 → 10 layer). Slightly slower; for runs held to exact equality (adversarial training,
-    where the inputs' gradient signs steer the attack). None for other models."""
+    """`grouped_forward` for an MLP (a Sequential of Linear/ReLU) only, None for other models:
+    its gradients with respect to the weights *and* the inputs equal `nn.Linear`'s per model bit
+    for bit on a CPU, which adversarial training needs (the inputs' gradient signs steer the
+    attack)."""
     if not (isinstance(model, nn.Sequential)
             and all(type(m) in (nn.Linear, nn.ReLU) for m in model)):
         return None
-
-    def forward(p: dict, x: torch.Tensor) -> torch.Tensor:
-        for name, layer in model.named_children():
-            if isinstance(layer, nn.ReLU):
-                x = torch.relu(x)
-            else:
-                x = _StackedLinear.apply(x, p[f"{name}.weight"], p.get(f"{name}.bias"))
-        return x
-
-    return forward
+    return grouped_forward(model)
 
 
 def fit_batched(models: list[nn.Module], datasets: list[Dataset], loss_fn: LogitLoss, *,
