@@ -196,3 +196,16 @@ def test_shared_deep_weight_match_on_the_construction():
     match = C.deep_weight_match(result, spec)
     assert match["cos_kq"] == pytest.approx(1.0) and match["cos_pv"] == pytest.approx(1.0)
     assert match["eta_lsa"] == pytest.approx(3.0) and match["gamma_lsa"] == pytest.approx(0.4)
+
+
+def test_plateau_check():
+    flat = [{"step": s, "test_loss": 1.0 if s == 0 else 0.3} for s in range(0, 5001, 100)]
+    p = C.plateau(flat)
+    assert p["change"] == pytest.approx(0.0) and p["fallen"] == pytest.approx(0.3)
+    assert p["window"] == (4000, 4500, 5000)  # last 10 % against the 10 % before
+    falling = [{"step": s, "test_loss": 1.0 - s / 10000} for s in range(0, 2501, 100)]
+    p = C.plateau(falling)  # 2,500 steps: windows of 3 evaluations (300 steps)
+    assert p["window"] == (1900, 2200, 2500)
+    assert p["change"] == pytest.approx(1 - 0.76 / 0.79)
+    with pytest.raises(ValueError):
+        C.plateau(falling[:1])

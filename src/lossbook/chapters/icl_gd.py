@@ -68,8 +68,8 @@ PRESETS = {
     "book": Config(code_steps=1500, deep_seeds=5, deep_steps=2500),
     # Longer training and the multi-layer variants: non-recurrent stacks of 2–5 layers trained
     # for the official 50,000 steps (lr, gradient and activation clipping per depth as in the
-    # notebook), five seeds. Runs on a CPU too, slowly; a GPU is faster for the deep stacks.
-    "full": Config(seeds=5, deep_layers=(2, 3, 4, 5), deep_shared=False, deep_seeds=3,
+    # notebook), five seeds each. Runs on a CPU too, slowly; a GPU is faster for the deep stacks.
+    "full": Config(seeds=5, deep_layers=(2, 3, 4, 5), deep_shared=False, deep_seeds=5,
                    deep_steps=50000, ood_tasks=1000,  # the official 51 scales of 1,000 tasks
                    ood_scales=tuple(round(0.5 + 0.03 * i, 2) for i in range(51))),
 }
@@ -210,6 +210,24 @@ def lsa_run(spec: dict) -> dict:
 def mean_std(values) -> tuple[float, float]:
     values = list(values)
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def plateau(history: list[dict], key: str = "test_loss", frac: float = 0.1,
+            min_points: int = 3) -> dict:
+    """Has training plateaued? The mean of `key` over the last `frac` of the training steps
+    (at least `min_points` logged evaluations) against its mean over the window before:
+    `change` = 1 − last / before (> 0: still falling), and `fallen` = final / initial value
+    (a seed stuck at its initial loss, the paper's App. A.11 phase transition, is flat too)."""
+    steps = history[-1]["step"]
+    every = history[1]["step"] - history[0]["step"] if len(history) > 1 else steps
+    width = max(frac * steps, min_points * every)
+    last = [h[key] for h in history if h["step"] > steps - width]
+    before = [h[key] for h in history if steps - 2 * width < h["step"] <= steps - width]
+    if not before:
+        raise ValueError(f"history too short for a plateau check ({len(history)} points)")
+    change = 1 - statistics.fmean(last) / statistics.fmean(before)
+    return {"change": change, "fallen": history[-1][key] / history[0][key],
+            "window": (steps - 2 * width, steps - width, steps)}
 
 
 def by_group(run_specs: list[dict], results: list[dict]) -> dict[str, list[tuple[dict, dict]]]:
