@@ -650,6 +650,21 @@ display(Markdown(markdown_table(["", "Paper", f"Ours ({ch.preset} preset)"], row
 ch.claims_table()
 
 # %% [markdown]
+# **Reading the verdicts.** The one-layer claims held on the book's seeds (0–4) and on the
+# first fresh seed-set of the last audit (1000–1004). In the second (2000–2004) one seed of five
+# sat on its initial loss for about 4,700 of its 5,000 steps and was still dropping at the end
+# (test loss 1.59 until step 4,700, 1.01 at step 5,000, against 0.84 for GD): the
+# seed-dependent phase transition of the paper's App. A.11, "for some seeds very long initial
+# phases of virtually zero progress after which the loss drops suddenly to the desired GD
+# loss" (Fig. 15). The plateau check caught it, so that seed-set could not test the claims, and
+# by the book's audit rule a verdict that fresh seeds do not reproduce is reported
+# *inconclusive*. Longer training, or the paper's remedy — a second attention head, which
+# "mitigates the random seed dependent training instabilities" (App. A.11) — would settle it;
+# at the `book` preset we report what the notebook's 5,000 steps give. The out-of-distribution
+# check follows the `weights` claim, as section 5 argues. The two-layer claims are not tested
+# at this preset: after 2,500 steps some seeds were still improving, in the book's seed-set and
+# in both audit seed-sets.
+#
 # **Deviations from the paper.** (1) Inputs from $\mathcal{U}(-1,1)$, the range of the paper's
 # text (Sec. 3); its code and, by their numbers, its figures use
 # $\mathcal{U}(-\tfrac12,\tfrac12)$, which we run as a check. (2) GD's step size comes from an
