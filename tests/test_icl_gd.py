@@ -209,3 +209,18 @@ def test_plateau_check():
     assert p["change"] == pytest.approx(1 - 0.76 / 0.79)
     with pytest.raises(ValueError):
         C.plateau(falling[:1])
+
+
+def test_baselines_shared_by_seed_replicates_equal_a_fresh_computation():
+    """The per-process memo of the GD/GD++ baselines returns exactly what a fresh computation
+    gives, for every seed replicate (they depend on the notebook seed only)."""
+    cfg = dataclasses.replace(C.PRESETS["smoke"], line_search_tasks=512)
+    deep = [s for s in C.specs(dataclasses.replace(cfg, deep_seeds=2), 0, "cpu")
+            if s["layers"] == 2]
+    assert deep[0]["seed"] != deep[1]["seed"]
+    C._baselines.cache_clear()
+    first = C.baselines(deep[0])
+    assert C.baselines(deep[1]) == first and C._baselines.cache_info().hits == 1
+    C._baselines.cache_clear()
+    assert C.baselines(deep[1]) == first
+    assert {"eta", "gdpp_eta", "gdpp_gamma"} <= set(first)
