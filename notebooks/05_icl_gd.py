@@ -399,8 +399,8 @@ gd_spread = gd_ood.max() / gd_ood.min()
 # trained these models for 2,500 steps to save CPU time; there the plateau check of section 3
 # failed (two of five seeds were still falling by 1.25 % and 1.56 % over the last 10 % of
 # training, and likewise in both fresh seed-sets of its audit), so the claims about them could
-# not be judged. We therefore train them for the notebook's full 5,000 steps and pay for it
-# elsewhere (section 9). The plateau check still decides whether the end point can be judged;
+# not be judged. We therefore train them for the notebook's full 5,000 steps (about 40 % more
+# CPU time for the chapter; it still fits the budget, section 9). The plateau check still decides whether the end point can be judged;
 # where it cannot, the two claims are *not tested*: their numbers are shown, not judged (the
 # `full` preset trains non-recurrent stacks for the official 50,000 steps).
 
@@ -663,9 +663,17 @@ ch.claims_table()
 # *inconclusive*. Longer training, or the paper's remedy — a second attention head, which
 # "mitigates the random seed dependent training instabilities" (App. A.11) — would settle it;
 # at the `book` preset we report what the notebook's 5,000 steps give. The out-of-distribution
-# check follows the `weights` claim, as section 5 argues. The two-layer claims are not tested
-# at this preset: after 2,500 steps some seeds were still improving, in the book's seed-set and
-# in both audit seed-sets.
+# check follows the `weights` claim, as section 5 argues.
+#
+# The two-layer claims held on the book's seeds and on both fresh seed-sets: trained for the
+# notebook's 5,000 steps, every seed passed the plateau check (largest change over the last 10 %
+# of training 0.86 % here, 0.70 % and 0.50 % in the audit's seed-sets), the trained model's
+# loss is about 72 % of two steps of GD's in all three seed-sets, and it lies 2–3 % above two
+# steps of GD++ (upper interval ends 3.3 %, 3.3 % and 4.6 %, inside the ±5 % tolerance), with
+# sensitivities closer to GD++'s than to GD's by 0.04 in cosine. It has not quite reached GD++:
+# the trained shared layer's (η, γ) sit a few per cent below GD++'s fitted pair (section 6).
+# At 2,500 steps, in an earlier version of this chapter, the plateau check failed and the
+# claims were not tested; the extra steps changed whether the end point can be judged.
 #
 # **Deviations from the paper.** (1) Inputs from $\mathcal{U}(-1,1)$, the range of the paper's
 # text (Sec. 3); its code and, by their numbers, its figures use
@@ -677,9 +685,10 @@ ch.claims_table()
 # (3) To fit the `book` budget: five seeds, the input-range check trained for 1,500 steps
 # instead of 5,000 (its plateau check passes there, and fails at 1,000), and twelve input
 # scales of 2,000 tasks each (the official code: 51 scales of 1,000, as in `full`). The
-# two-layer models get the notebook's 5,000 steps (section 6); to pay for them, GD's and GD++'s
-# step sizes, which depend on the notebook seed only, are computed once per worker process
-# instead of once per model (exactly the same numbers; tested). (4) Our GD++ normalises γ by
+# two-layer models get the notebook's 5,000 steps (section 6) and the chapter still fits the
+# budget (about 255 s of CPU time, under 2.5 minutes on two idle cores); to save a little, GD's
+# and GD++'s step sizes, which depend on the notebook seed only, are computed once per worker
+# process instead of once per model (exactly the same numbers; tested). (4) Our GD++ normalises γ by
 # $1/N$; this only reparameterises it. The `full` preset runs five seeds, every check at the
 # official 5,000 steps, and non-recurrent stacks of two to five layers trained for the official
 # 50,000 steps (with the notebook's per-depth learning rate and clipping).
