@@ -29,10 +29,12 @@
 # model, initialisation, optimiser, batch size and number of steps of the official JAX code
 # {cite}`vonoswald2023code` (its notebook `constructed_token_setup.ipynb`), ported to torch.
 #
-# **What we could check.** We had the paper's abstract and its official code, not the PDF: the
-# equations below are taken from the code and re-derived, and the paper's figures are
-# described, not quoted — none of their numbers could be read. Where the paper's text (as
-# summarised in our notes) and its code disagree, we say so.
+# **What we checked against.** The paper (arXiv v2, the ICML version) and its official code. The
+# paper reports its results as figures and gives few numbers in its text; we quote its words
+# and those numbers with their section, figure and appendix numbers. Its equations (Eqs. 1–8,
+# Proposition 1 with the construction in App. A.1, GD++ in App. A.10) are re-derived below.
+# Where the paper's text and its code disagree (the input range, the optimiser settings), we
+# follow the code that produced its figures and say so.
 
 # %% tags=["parameters"]
 preset = "book"
@@ -44,6 +46,7 @@ overrides = {}
 import time
 
 import numpy as np
+import torch
 from IPython.display import Markdown, display
 
 import lossbook
@@ -117,7 +120,7 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # %%
 check = C.construction_check(cfg, seed)
 display(Markdown(markdown_table(
-    ["precision", "steps", "γ (GD++)", "start w0", "max |ŷ_LSA − ŷ_GD|", "max |ŷ_GD|"],
+    ["precision", "steps", "γ (GD++)", "start w0", "max \\|ŷ_LSA − ŷ_GD\\|", "max \\|ŷ_GD\\|"],
     [[r["dtype"], r["steps"], f"{r['gamma']:g}", r["w0"], f"{r['max_abs_diff']:.1e}",
       f"{r['scale']:.1f}"] for r in check])))
 max_err = {dt: max(r["max_abs_diff"] / r["scale"] for r in check if r["dtype"] == dt)
@@ -130,7 +133,8 @@ max_err = {dt: max(r["max_abs_diff"] / r["scale"] for r in check if r["dtype"] =
 # one step, $\hat y = \eta\,a$ with $a = \frac1N\sum_j y_j x_j^\top x_q$, is linear in $\eta$,
 # so the loss is a parabola in $\eta$ and the line search is exact:
 # $\eta^* = \overline{a\,y_q}/\overline{a^2}$ over 32,768 tasks that are not the test tasks
-# (the official code scans a grid of step 0.1 on its test tasks). For several steps, and for
+# (the paper line-searches $\eta$ on $10^4$ training tasks, Sec. 3; the official notebook scans a
+# grid of step 0.1 on its test tasks). For several steps, and for
 # GD++'s pair $(\eta, \gamma)$, we minimise the loss on the same tasks numerically.
 #
 # For uniform inputs the one-step optimum also has a closed form, which we derived ourselves
@@ -168,21 +172,38 @@ fig = figures.line_search(curves, eta_closed)
 #
 # We train the LSA layer as the official notebook does: Adam (learning rate $10^{-3}$,
 # $\beta = (0.9, 0.98)$, $\epsilon = 10^{-9}$) after clipping the gradient's global norm at
-# $10^{-3}$, batches of 2,048 **freshly drawn** tasks per step, 5,000 steps. Every 100 steps we
-# score the model on 10,000 fixed test tasks against one step of gradient descent with the
+# $10^{-3}$, batches of 2,048 **freshly drawn** tasks per step ("we never see the exact same
+# training task twice", Sec. 3), 5,000 steps. The paper's App. A.12 lists Adam "with default
+# parameters" and clipping at global norm 10 instead; we follow the notebook, which produced
+# Fig. 2. Every 100 steps we score the model on 10,000 fixed test tasks (the paper's
+# $T_\text{val} = 10^4$, Sec. 3) against one step of gradient descent with the
 # line-searched $\eta^*$ on the same tasks, with the paper's two alignment measures: the
 # **cosine between the sensitivities** $\partial\hat y/\partial x_q$ of the two models (for
 # gradient descent this is the learned weight vector $w_1$; for the LSA it is whatever linear
 # model it effectively applies to the query) and the **L2 distance between their predictions**.
-# We train three seeds at the paper's input range $\mathcal{U}(-1,1)$, and one at the official
-# notebook's range (below; at the `book` preset this check trains for 1,500 steps, to fit the
-# CPU budget). Runs are cached and spread over worker processes.
+# We train five seeds (as the paper's Fig. 2: "mean/std. or the single runs of 5 seeds") at the
+# input range of the paper's text, $\mathcal{U}(-1,1)$, and one at the official notebook's range
+# (below; at the `book` preset this check trains for 1,500 steps, to fit the CPU budget). Runs
+# are cached and spread over worker processes.
 #
 # ```{admonition} Verdict rules, fixed before the book runs
 # :class: note
 # The thresholds were chosen after one 1,000-step pilot run (to see the noise floor of Adam at
 # a constant learning rate), before any run reported here. Claims about trained models are
-# *not tested* at a preset that trains for fewer than 1,000 steps (`smoke`). Every claim about
+# *not tested* at a preset that trains for fewer than 1,000 steps (`smoke`).
+#
+# **Precondition: training has plateaued** (rule added with the paper reading, before its
+# result was computed). For every seed, the mean test loss over the last 10 % of the training
+# steps (at least three evaluations) may differ by at most 1 % from its mean over the window
+# just before — half the tightest tolerance below (2 %), so further training could not move a
+# verdict — and the final loss must be below 90 % of the initial one (a seed stuck before the
+# paper's phase transition, App. A.11, is flat too). A group of runs that fails it leaves its
+# claims *not tested*. *Correction, stated openly:* the first version of this rule asked for
+# half the initial loss, which no model can reach — one step of GD itself ends at 49.5 % of
+# it (0.825 of 1.667) — and every one-layer run failed it by that hair; we changed 50 % to 90 %
+# after seeing this. The flatness part, which decides the two-layer claims, is unchanged.
+#
+# Every claim about
 # trained models follows the book's protocol (`lossbook.claims`): the per-seed quantity below,
 # its 95 % Student-t interval over the seeds, *held* when the interval lies wholly on the
 # claimed side of the tolerance (inside it, for "the same"), *not held* when it lies wholly on
@@ -195,16 +216,18 @@ fig = figures.line_search(curves, eta_closed)
 #   the constructed $W_K^\top W_Q$ (its first $d$ columns) and between the last rows of $PW_V$
 #   — the only parts that reach a one-layer prediction — and the step size the layer
 #   implements within ±5 % of $\eta^*$;
-# - *same out-of-distribution behaviour*: on inputs from $\alpha\cdot\mathcal{U}(-1,1)$,
-#   $\alpha\in[0.5, 2]$, the largest |LSA / GD − 1| over the scales below 10 %, tested where
-#   GD's loss changes by more than 10× over the scales;
+# - *same out-of-distribution behaviour* (a derived check, see section 5): on inputs from
+#   $\alpha\cdot\mathcal{U}(-1,1)$, $\alpha\in[0.5, 2]$, the largest |LSA / GD − 1| over the
+#   scales below 10 %, tested where GD's loss changes by more than 10× over the scales;
 # - *deeper is better than plain GD* (two layers): test loss / two steps of GD's below 0.98;
 #   *and matches GD++*: loss / two-step GD++'s − 1 within ±5 %, and sensitivity cosine with
 #   GD++ minus that with GD above 0.
 #
 # The same-loss and sensitivity checks at the official code's input range (one seed) and
 # Proposition 1's construction are implementation checks (kind `identity`), decided by the
-# same tolerances without an interval.
+# same tolerances without an interval. The out-of-distribution check keeps its interval but is
+# kind `identity` too: it follows from the weights (section 5), so it is not counted in the
+# reproduction score.
 # ```
 
 # %% mystnb={"figure": {"caption": "The main comparison: the trained one-layer LSA's test loss against the loss of one step of GD, and the alignment of its predictions and sensitivities with GD's over training (one line per seed).", "name": "fig-05-training"}, "image": {"alt": "Three panels of training curves: test loss with the gradient-descent level, prediction distance and sensitivity cosine, one line per seed."}}
@@ -245,15 +268,56 @@ display(Markdown(markdown_table(
 # Adam at a constant learning rate around the optimum: it shows in the distances (a few % of
 # their initial value) and hardly in the loss (a few tenths of a per cent).
 #
-# **Input range: the paper's text versus its code.** Our notes give the paper's inputs as
-# $\mathcal{U}(-1,1)$, as do the axis labels of the official notebook, but its data function
-# draws from $\mathcal{U}(-r/2, r/2)$ and the notebook sets $r = 1$, i.e.
-# $\mathcal{U}(-\tfrac12,\tfrac12)$ — so the paper's plotted losses are presumably on that
-# scale. Rescaling the inputs by $c$ rescales $\eta^*$ by $c^{-2}$ and every loss by $c^2$ and
-# changes nothing else for gradient descent; the second row of the table trains the LSA on the
-# code's range to check that the trained model does not care either (1-step GD loss in closed
-# form there: 0.206).
-#
+# **Input range: the paper's text versus its code.** The paper's text samples
+# $x\sim\mathcal{U}(-1,1)^{n_I}$ (Sec. 3), as do the axis labels of the official notebook, but
+# its data function draws from $\mathcal{U}(-r/2, r/2)$ and the notebook sets $r = 1$, i.e.
+# $\mathcal{U}(-\tfrac12,\tfrac12)$. The paper's own numbers side with the code: App. A.11
+# calls 0.2 "the desired GD loss" (our closed form: 0.825 on $\mathcal{U}(-1,1)$, 0.206 on
+# $\mathcal{U}(-\tfrac12,\tfrac12)$), the loss axis of Fig. 2 spans 0.2–0.4, and App. A.10
+# gives the largest eigenvalue of $XX^\top$ over $10^4$ tasks with $N = 10$ as 4.6 — the cell
+# below computes it for both ranges. So the paper's figures are on the code's scale.
+# Rescaling the inputs by $c$ rescales $\eta^*$ by $c^{-2}$ and every loss by $c^2$ and changes
+# nothing else for gradient descent; the second row of the table above trains the LSA on the
+# code's range to check that the trained model does not care either.
+
+# %%
+def max_eigenvalue(input_range, n=10_000):
+    """Largest eigenvalue of XXᵀ (X: the N context inputs of a task) over n tasks."""
+    tasks = icl.sample_tasks(n, dim=cfg.dim, context=cfg.context, input_range=input_range,
+                             generator=torch.Generator().manual_seed(seed))
+    x = tasks.tokens[:, :-1, :-1]
+    return float(torch.linalg.eigvalsh(x.transpose(1, 2) @ x).max())
+
+
+eig_max = {f"U(−{r / 2:g}, {r / 2:g})": max_eigenvalue(r) for r in (2.0, 1.0)}
+display(Markdown("Largest eigenvalue of $XX^\\top$ over 10,000 tasks: "
+                 + ", ".join(f"**{v:.1f}** for x ~ {k}" for k, v in eig_max.items())
+                 + " (paper, App. A.10: 4.6)."))
+
+# %% [markdown]
+# **Precondition: has training plateaued?** The check fixed in section 3, for every group of
+# trained models (the two-layer models of section 6 included): per group, the largest change
+# over its seeds of the mean test loss between the last 10 % of training and the window before
+# it, and the largest final / initial loss.
+
+# %%
+plateaus = {name: [C.plateau(r["history"], min_points=min(3, len(r["history"]) // 2))
+                   for _, r in runs] for name, runs in groups.items()}  # (smoke: short runs)
+flat = {name: all(abs(p["change"]) <= 0.01 and p["fallen"] < 0.9 for p in checks)
+        for name, checks in plateaus.items()}
+display(Markdown(markdown_table(
+    ["models", "seeds", "steps", "windows (steps)", r"max \|change\|", "max final / initial",
+     "plateaued"],
+    [[name, len(checks), groups[name][0][0]["steps"],
+      "({:.0f}, {:.0f}] vs ({:.0f}, {:.0f}]".format(*checks[0]["window"][:2],
+                                                    *checks[0]["window"][1:]),
+      f"{max(abs(p['change']) for p in checks):.2%}", f"{max(p['fallen'] for p in checks):.3f}",
+      "yes" if flat[name] else "**no**"] for name, checks in plateaus.items()])))
+
+# %% mystnb={"figure": {"caption": "The precondition: the last part of every training curve, as the test loss relative to its mean over the last 10 % of training (one line per seed); shaded, the two windows compared, dotted, the ±1 % band.", "name": "fig-05-plateau"}, "image": {"alt": "One panel per group of trained models showing the tail of the test-loss curves, flat within about one per cent."}}
+fig = figures.plateau(groups, plateaus)
+
+# %% [markdown]
 # ## 4. The trained weights next to the construction
 #
 # A trained layer has four matrices, but its function depends only on the products
@@ -289,10 +353,25 @@ fig = figures.weights([("trained LSA", {"KQ": match0["KQ"], "PV": match0["PV"], 
 # ## 5. Out of distribution: larger and smaller inputs
 #
 # If the trained layer really runs gradient descent, it should fail exactly like gradient
-# descent when the test tasks differ from the training ones. The official code's test (and,
-# per our notes, the paper's): draw test inputs from $\alpha\cdot\mathcal{U}(-1,1)$ with $\alpha$ from 0.5 to 2, keep the trained
-# weights and GD's $\eta^*$. For larger inputs the fixed step size overshoots (GD's prediction
-# grows like $\alpha^3$, the target like $\alpha$), for smaller ones it undershoots.
+# descent when the test tasks differ from the training ones. The paper's test (Sec. 3, item 2;
+# Fig. 2, outer right; App. A.2): draw test inputs from $\mathcal{U}(-\alpha,\alpha)$ — for us
+# $\alpha\cdot\mathcal{U}(-1,1)$ — with $\alpha$ from 0.5 to 2, keep the trained weights and
+# GD's $\eta^*$; the paper finds that "the Transformer performs equally to gradient descent".
+# For larger inputs the fixed step size overshoots (GD's prediction grows like $\alpha^3$, the
+# target like $\alpha$), for smaller ones it undershoots.
+#
+# **Why this is a derived check, not a separate finding.** A one-layer LSA's prediction is
+# fixed by the two weight products compared in section 4: $\hat y = -e_q^\top$(last row of
+# $PW_V$)$\,\sum_j e_j e_j^\top W_K^\top W_Q e_q$, for *any* input. If those products are the
+# construction up to scale, with step size $\eta_\text{LSA}$, then the layer *is* one step of GD
+# with step $\eta_\text{LSA}$ on every input distribution, and its out-of-distribution loss
+# differs from GD's only through $\eta_\text{LSA}/\eta^*$ and the small residual mismatch that
+# the `weights` claim already bounds. The paper draws the same inference: the trained weights
+# "coincide with the LSA-layer weight construction of Proposition 1, hence implementing a step
+# of gradient descent, leading to the same learning capabilities on in- and out-of-distribution
+# tasks" (Sec. 3). So we keep the check and its interval, as evidence that nothing outside the
+# compared weights matters, but record it as kind `identity` (derived from `weights`), outside
+# the reproduction score.
 
 # %% mystnb={"figure": {"caption": "Out of distribution: test loss when inputs come from a scaled range $\\alpha\\cdot\\mathcal{U}$, for the trained one-layer LSA (one line per seed) and one step of GD (left), and their ratio (right).", "name": "fig-05-ood"}, "image": {"alt": "Two line plots against the input scale alpha: loss of the trained model and of gradient descent, and their ratio."}}
 fig = figures.ood(main_runs, "U(−1, 1)")
@@ -305,15 +384,25 @@ gd_spread = gd_ood.max() / gd_ood.min()
 # The trained layer and one step of gradient descent trace the same curve over two orders of
 # magnitude of loss: the layer has not learned "the answer for inputs like these", it has
 # learned the algorithm, with the algorithm's fixed step size and the same failure when the
-# inputs outgrow it.
+# inputs outgrow it — as it must, given its weights. The paper also scales the teacher,
+# $\alpha W$, and draws inputs from normal, exponential and Laplace distributions (App. A.2,
+# Fig. 6); we do not run those.
 #
 # ## 6. Two layers versus two steps
 #
 # Stacking layers should give more gradient steps. We train a two-layer LSA with shared
-# weights (the official "recurrent" Transformer; init scale $0.002/2$; 2,500 steps at the
-# `book` preset to fit the CPU budget, the official 5,000 at `full`) and compare
-# it with two steps of GD (η by line search) and two steps of GD++ ((η, γ) fitted on the same
-# tasks; the official code trains them with Adam instead).
+# weights (the official "recurrent" Transformer; init scale $0.002/2$; the official notebook's
+# 5,000 steps, five seeds) and compare it with two steps of GD (η by line search) and two steps
+# of GD++ ((η, γ) fitted on the same tasks; the official code trains them with Adam instead).
+#
+# **Why 5,000 steps: the precondition, not the result.** An earlier version of this chapter
+# trained these models for 2,500 steps to save CPU time; there the plateau check of section 3
+# failed (two of five seeds were still falling by 1.25 % and 1.56 % over the last 10 % of
+# training, and likewise in both fresh seed-sets of its audit), so the claims about them could
+# not be judged. We therefore train them for the notebook's full 5,000 steps (about 40 % more
+# CPU time for the chapter; it still fits the budget, section 9). The plateau check still decides whether the end point can be judged;
+# where it cannot, the two claims are *not tested*: their numbers are shown, not judged (the
+# `full` preset trains non-recurrent stacks for the official 50,000 steps).
 
 # %%
 deep_groups = dict(sorted(((k, v) for k, v in groups.items() if k.endswith("layers")),
@@ -340,6 +429,16 @@ if deep_summary:
         [[d["layers"], len(d["runs"]), "{:.4f} ± {:.4f}".format(*d["loss"]), f"{d['gd']:.4f}",
           f"{d['gdpp']:.4f}", f"{d['cos_gd']:.3f}", f"{d['cos_gdpp']:.3f}", f"{d['eta']:.3f}",
           "({:.3f}, {:.3f})".format(*d["gdpp_params"])] for d in deep_summary])))
+
+# %%
+for d in deep_summary:
+    changes = [p["change"] for p in plateaus[d["runs"][0][0]["group"]]]
+    display(Markdown(
+        f"{d['layers']} layers — plateau check (section 3): change of the mean test loss over "
+        "the last 10 % of training, per seed: " + ", ".join(f"{c:+.2%}" for c in changes)
+        + (" — **met**." if flat[d["runs"][0][0]["group"]] else
+           " — **not met** (+: still falling): the loss of some seeds still moves by more "
+           "than 1 %, so the claims about this model are not tested at this preset.")))
 
 # %% mystnb={"figure": {"caption": "A trained multi-layer LSA against GD and GD++ with as many steps as it has layers: test loss and alignment along training.", "name": "fig-05-deep"}, "image": {"alt": "Two panels of training curves comparing a multi-layer model with gradient descent and GD++."}}
 for d in deep_summary:  # one figure per depth (the book preset trains one)
@@ -383,34 +482,45 @@ finals = [r["final"] for _, r in main_runs]
 trained = cfg.steps >= 1000  # shorter runs (smoke) only exercise the code path
 deep_trained = cfg.deep_steps >= 1000
 loss_ratios = [f["test_loss"] / r["ref_loss"]["gd"] for f, (_, r) in zip(finals, main_runs)]
+main_group = main_runs[0][0]["group"]
 
 
-def seeded(values):
-    """Per-seed values for a claim about trained models ({} = not tested at this preset)."""
-    return list(values) if trained else {}
+def seeded(values, group=main_group, long_enough=trained):
+    """Per-seed values for a claim about trained models ({} = not tested: too short a preset,
+    or the precondition of section 3 failed)."""
+    return list(values) if long_enough and flat[group] else {}
+
+
+def precondition(group, long_enough=trained):
+    """The note of a claim whose precondition (section 3) failed."""
+    return "" if flat[group] or not long_enough else \
+        "precondition failed: training had not plateaued (section 3)"
 
 
 ch.claim_effect("loss", "A trained single LSA layer reaches the loss of one step of GD",
-                paper="trained LSA loss converges onto the 1-step-GD loss (a figure; its numbers "
-                      "were not available to us)",
+                paper="\"performance is identical to the one of gradient descent\" (Fig. 2, "
+                      "5 seeds); GD loss 0.2 on the code's inputs (App. A.11)",
+                note=precondition(main_group),
                 ours=f"LSA {np.mean([f['test_loss'] for f in finals]):.4f} vs GD "
                      f"{gd_loss:.4f}; LSA / GD − 1",
                 a=seeded(r - 1 for r in loss_ratios), threshold=0.02, direction="equivalent",
                 digits=4)
 ch.claim_effect("predictions", "… and makes the same predictions",
-                paper="L2 distance of predictions falls to ≈ 0 (a figure; numbers n/a)",
+                paper="\"almost perfect alignment\", L2 distance of predictions (Fig. 2, "
+                      "center left; no number in the text)", note=precondition(main_group),
                 ours=f"final prediction distance / its initial value (absolute: ≤ "
                      f"{max(f['pred_dist_gd'] for f in finals):.3f})",
                 a=seeded(f["pred_dist_rel_gd"] for f in finals), threshold=0.1,
                 direction="less")
 ch.claim_effect("sensitivities", "… with the same sensitivities ∂ŷ/∂x_q",
-                paper="cosine similarity of sensitivities → ≈ 1 (a figure; numbers n/a)",
+                paper="cosine of sensitivities ∂ŷ/∂x_test ≈ 1 (Sec. 3, Fig. 2 center left; no "
+                      "number in the text)", note=precondition(main_group),
                 ours="final cosine", a=seeded(f["cos_gd"] for f in finals), threshold=0.99,
                 digits=4)
 ch.claim_effect("weights",
                 "The trained weights match the construction of Proposition 1 up to scale",
-                paper="weights found by optimization match the construction (abstract; heat "
-                      "maps)",
+                paper="after a scalar correction, \"a perfect resemblance of our construction\" "
+                      "(Sec. 2 Uniqueness, App. A.3, Fig. 9)", note=precondition(main_group),
                 ours=f"η* = {matches[0]['eta_gd']:.3f}",
                 a={"cosine (worse of W_KᵀW_Q, PW_V)":
                    seeded(min(m["cos_kq"], m["cos_pv"]) for m in matches),
@@ -420,45 +530,55 @@ ch.claim_effect("weights",
                 direction={"cosine (worse of W_KᵀW_Q, PW_V)": "greater",
                            "implied η / η* − 1": "equivalent"}, digits=4)
 ch.claim_effect("ood", "Out of distribution (scaled inputs), LSA and GD degrade the same way",
-                paper="identical loss curves for inputs from α·U, α ∈ [0.5, 2] (a figure; "
-                      "numbers n/a)",
+                paper="\"performs equally to gradient descent\" for x ~ U(−α, α), α ∈ [0.5, 2] "
+                      "(Sec. 3 item 2, Fig. 2 outer right, App. A.2)",
                 ours=f"GD's loss spans {gd_spread:.0f}×; max over scales of |LSA/GD − 1|",
-                a=seeded(ood_dev) if gd_spread > 10 else {}, threshold=0.1, direction="less")
+                a=seeded(ood_dev) if gd_spread > 10 else {}, threshold=0.1, direction="less",
+                kind="identity", note="; ".join(filter(None, [
+                    "derived from `weights` (section 5): not in the score",
+                    precondition(main_group)])))
 if code_runs:
     code_final = [r["final"] for _, r in code_runs]
     code_ratio = [f["test_loss"] / r["ref_loss"]["gd"] for f, (_, r) in zip(code_final,
                                                                               code_runs)]
     ch.claim("code_range", "The same holds at the official code's input range U(−½, ½)",
-             paper="the official notebook trains on U(−½, ½)",
+             paper="the official notebook trains on U(−½, ½); GD loss 0.2 (App. A.11)",
              ours=f"LSA / GD loss {code_ratio[0]:.4f}, cosine "
                   f"{code_final[0]['cos_gd']:.4f}, prediction distance "
                   f"{code_final[0]['pred_dist_rel_gd']:.3f} of initial",
              holds=all(abs(r - 1) <= 0.02 for r in code_ratio)
              and all(f["cos_gd"] >= 0.99 and f["pred_dist_rel_gd"] <= 0.1 for f in code_final)
-             if trained else None, kind="identity",
+             if trained and flat[code_runs[0][0]["group"]] else None, kind="identity",
+             note=precondition(code_runs[0][0]["group"]),
              rule="one seed: |ratio − 1| ≤ 0.02, cosine ≥ 0.99, distance ≤ 0.1")
 for d in deep_summary:
     k = d["layers"]
     kind = "recurrent" if d["shared"] else "non-recurrent"
     deep_final = [r["final"] for _, r in d["runs"]]
+    group = d["runs"][0][0]["group"]
     ch.claim_effect(f"deep{k}_beats_gd", f"A trained {k}-layer {kind} LSA beats {k} steps of GD",
-                    paper="Transformers surpass plain gradient descent (abstract; numbers n/a)",
+                    paper="the trained recurrent 2-layer model \"surpasses plain gradient "
+                          "descent\" (Sec. 3, Fig. 3a; no number in the text)",
                     ours=f"{d['loss'][0]:.4f} vs {d['gd']:.4f}; LSA / GD loss",
-                    a=[f["test_loss"] / d["gd"] for f in deep_final] if deep_trained else {},
-                    threshold=0.98, direction="less", digits=4)
+                    a=seeded((f["test_loss"] / d["gd"] for f in deep_final), group,
+                             deep_trained),
+                    threshold=0.98, direction="less", digits=4,
+                    note=precondition(group, deep_trained))
     gdpp_ratio, closer = "loss / GD++ − 1", "cos vs GD++ − cos vs GD"
     ch.claim_effect(f"deep{k}_gdpp",
                     f"… and behaves like {k} steps of GD++ (curvature correction)",
-                    paper="they learn an iterative curvature correction, GD++ (abstract; "
-                          "numbers n/a)",
+                    paper="\"realigns perfectly with GD++ while matching its performance\"; "
+                          "aligns with GD early, with GD++ after training (Sec. 3, Fig. 3a)",
                     ours=f"{d['loss'][0]:.4f} vs GD++ {d['gdpp']:.4f}",
                     a={gdpp_ratio: [f["test_loss"] / d["gdpp"] - 1 for f in deep_final],
                        closer: [f["cos_gdpp"] - f["cos_gd"] for f in deep_final]}
-                    if deep_trained else {},
+                    if deep_trained and flat[group] else {},
+                    note=precondition(group, deep_trained),
                     threshold={gdpp_ratio: 0.05, closer: 0.0},
                     direction={gdpp_ratio: "equivalent", closer: "greater"}, digits=4)
 ch.claim("construction", "Proposition 1: one LSA layer can implement one step of GD exactly",
-         paper="explicit weight construction (Proposition 1)",
+         paper="explicit construction, \"identical to the gradient-induced dynamics\" "
+               "(Proposition 1, Sec. 2; App. A.1 Eq. 8; GD++: App. A.10 Eq. 23)",
          ours=f"max relative deviation {max_err['float32']:.1e} (float32), "
               f"{max_err['float64']:.1e} (float64), 1–3 steps and GD++",
          holds=max_err["float32"] < 1e-5 and max_err["float64"] < 1e-12, kind="identity",
@@ -467,38 +587,61 @@ ch.claim("construction", "Proposition 1: one LSA layer can implement one step of
 # %% [markdown]
 # ## 8. Paper vs ours
 #
-# The paper's column holds what we know from its abstract and its official code; its figures'
-# numbers were not available to us.
+# The paper's column quotes its text, with the figure, section or appendix that says it; the
+# paper gives few numbers, and where it gives one we put ours beside it. The last row compares
+# a number we had computed before we read the paper's; it is shown, not scored.
 
 # %%
-first = main_runs[0][0]
+PAPER_GAMMA = 0.179  # App. A.10: γ of trained recurrent 2-layer models at N = 10 (H = I − γXXᵀ)
+gamma_ours_units = PAPER_GAMMA * cfg.context * (cfg.code_input_range / cfg.input_range) ** 2
 deep_row = "; ".join(f"{d['layers']} layers: {d['loss'][0]:.3f} vs GD {d['gd']:.3f}, GD++ "
                      f"{d['gdpp']:.3f}" for d in deep_summary) or "not run at this preset"
-display(Markdown(markdown_table(["", "Paper (official code)", f"Ours ({ch.preset} preset)"], [
-    ["Tasks", "d = 10, N = 10, w ~ N(0, I); x ~ U(−1, 1) in the text, U(−½, ½) in the "
-     "official notebook", f"d = {cfg.dim}, N = {cfg.context}; U(−{cfg.input_range / 2:g}, "
-     f"{cfg.input_range / 2:g})" + (f", plus one run at U(−{cfg.code_input_range / 2:g}, "
+rows = [
+    ["Tasks", "d = N = 10, w ~ N(0, I), x ~ U(−1, 1) (Sec. 3); code and figures: U(−½, ½)",
+     f"d = {cfg.dim}, N = {cfg.context}; U(−{cfg.input_range / 2:g}, "
+     f"{cfg.input_range / 2:g})" + (f", one run at U(−{cfg.code_input_range / 2:g}, "
                                     f"{cfg.code_input_range / 2:g})" if code_runs else "")],
-    ["Model", "1 LSA layer, key size 11, no softmax/MLP/LayerNorm, init 0.002",
+    ["Model", "1 LSA layer, square W_K, W_Q, W_V (App. A.12), init 0.002/K",
      f"same (key size {cfg.key_size}, init {cfg.init_scale:g})"],
-    ["Training", "Adam 1e-3 (β₂ 0.98, ε 1e-9), clip 0.001, batch 2048, 5,000 steps "
-     "(notebook; config.py: batch 512, 10,000)",
+    ["Training", "Adam 1e-3, \"default parameters\", clip 10, batch 2048 (App. A.12); "
+     "notebook: β₂ 0.98, ε 1e-9, clip 0.001, 5,000 steps",
      f"Adam {cfg.lr:g} (β₂ {cfg.betas[1]:g}, ε {cfg.adam_eps:g}), clip {cfg.grad_clip:g}, "
-     f"batch {cfg.batch_size}, {cfg.steps:,} steps, {cfg.seeds} seeds"],
-    ["GD step size", "grid search (step 0.1) on the 10k test tasks",
-     f"exact line search on {cfg.line_search_tasks:,} other tasks: η* = {eta_ls:.3f} "
+     f"batch {cfg.batch_size}, {cfg.steps:,} steps"],
+    ["GD step size", "line search on 10⁴ training tasks (Sec. 3); notebook: grid, step 0.1",
+     f"exact line search, {cfg.line_search_tasks:,} tasks: η* = {eta_ls:.3f} "
      f"(closed form {eta_closed:.3f})"],
-    ["Loss: LSA vs 1-step GD", "curves coincide (figure)",
+    ["Evaluation", "10⁴ validation tasks (Sec. 3); 5 seeds (Fig. 2)",
+     f"{cfg.eval_tasks:,} test tasks; {cfg.seeds} seeds"],
+]
+if code_runs:
+    rows.append(["1-step GD loss, x ~ U(−½, ½)", "0.2 (App. A.11)",
+                 f"{code_runs[0][1]['ref_loss']['gd']:.4f} (closed form "
+                 f"{icl.optimal_eta(cfg.dim, cfg.context, cfg.code_input_range)[1]:.3f})"])
+rows += [
+    ["LSA vs 1-step GD loss", "\"identical\" (Fig. 2)",
      f"{np.mean([f['test_loss'] for f in finals]):.4f} vs {gd_loss:.4f}"],
-    ["Alignment at the end", "cosine ≈ 1, prediction distance ≈ 0 (figure)",
+    ["Alignment at the end", "\"almost perfect\" (Fig. 2)",
      f"cosine ≥ {min(f['cos_gd'] for f in finals):.4f}; prediction distance ≤ "
      f"{max(f['pred_dist_rel_gd'] for f in finals):.3f} of initial"],
-    ["Weights", "match the construction (heat maps)",
+    ["Weights", "\"perfect resemblance\" after scaling (Fig. 9)",
      f"cosine ≥ {min(min(m['cos_kq'], m['cos_pv']) for m in matches):.4f}"],
-    ["Scaled inputs α ∈ [0.5, 2]", "LSA and GD degrade identically",
+    ["Scaled inputs α ∈ [0.5, 2]", "\"performs equally to gradient descent\" (Fig. 2)",
      f"loss ratio within {max(ood_dev):.1%} of 1"],
-    ["Deeper models", "beat GD; match GD++", deep_row],
-])))
+    ["Deeper models", "surpass GD, match GD++ (Fig. 3a)", deep_row],
+]
+two_shared = [d for d in shared_deep if d["layers"] == 2]
+if two_shared:
+    gammas = [C.deep_weight_match(r, s)["gamma_lsa"] for s, r in two_shared[0]["runs"]]
+    rows.append(["GD++ γ, 2 layers, N = 10", f"{PAPER_GAMMA} (App. A.10) = "
+                 f"{gamma_ours_units:.3f} in our units", "fitted {:.3f}; trained {:.3f} ± "
+                 "{:.3f}".format(two_shared[0]["gdpp_params"][1], *C.mean_std(gammas))])
+display(Markdown(markdown_table(["", "Paper", f"Ours ({ch.preset} preset)"], rows)))
+
+# %% [markdown]
+# "Our units" for γ: the paper's GD++ moves the inputs by $-\gamma XX^\top x$, ours by
+# $-\frac{\gamma}{N}XX^\top x$, and its γ was measured on the code's inputs
+# $\mathcal{U}(-\tfrac12,\tfrac12)$ (the eigenvalues it quotes beside it are that range's,
+# section 3), so $\gamma_\text{ours} = N\cdot\gamma_\text{paper}\cdot(\tfrac12)^2$.
 
 # %% [markdown]
 # ## 9. Verdicts and what they mean
@@ -509,20 +652,54 @@ display(Markdown(markdown_table(["", "Paper (official code)", f"Ours ({ch.preset
 ch.claims_table()
 
 # %% [markdown]
-# **Deviations from the paper.** (1) Inputs from $\mathcal{U}(-1,1)$, the paper's range
-# according to our notes; the official notebook uses $\mathcal{U}(-\tfrac12,\tfrac12)$, which we run as a check.
-# (2) GD's step size comes from an exact line search on separate tasks instead of a grid search
-# on the test tasks; GD++'s $(\eta,\gamma)$ from a direct minimisation instead of Adam.
-# (3) To fit the `book` budget: five seeds, recurrent two-layer models trained for 2,500
-# steps instead of 5,000, the input-range check for 1,500, and twelve input scales of 2,000
-# tasks each (the official code: 51 scales of 1,000, as in `full`). (4) Our GD++ normalises γ by
+# **Reading the verdicts.** The one-layer claims held on the book's seeds (0–4) and on the
+# first fresh seed-set of the last audit (1000–1004). In the second (2000–2004) one seed of five
+# sat on its initial loss for about 4,700 of its 5,000 steps and was still dropping at the end
+# (test loss 1.59 until step 4,700, 1.01 at step 5,000, against 0.84 for GD): the
+# seed-dependent phase transition of the paper's App. A.11, "for some seeds very long initial
+# phases of virtually zero progress after which the loss drops suddenly to the desired GD
+# loss" (Fig. 15). The plateau check caught it, so that seed-set could not test the claims, and
+# by the book's audit rule a verdict that fresh seeds do not reproduce is reported
+# *inconclusive*. Longer training, or the paper's remedy — a second attention head, which
+# "mitigates the random seed dependent training instabilities" (App. A.11) — would settle it;
+# at the `book` preset we report what the notebook's 5,000 steps give. The out-of-distribution
+# check follows the `weights` claim, as section 5 argues.
+#
+# The two-layer claims held on the book's seeds and on both fresh seed-sets: trained for the
+# notebook's 5,000 steps, every seed passed the plateau check (largest change over the last 10 %
+# of training 0.86 % here, 0.70 % and 0.50 % in the audit's seed-sets), the trained model's
+# loss is about 72 % of two steps of GD's in all three seed-sets, and it lies 2–3 % above two
+# steps of GD++ (upper interval ends 3.3 %, 3.3 % and 4.6 %, inside the ±5 % tolerance), with
+# sensitivities closer to GD++'s than to GD's by 0.04 in cosine. It has not quite reached GD++:
+# the trained shared layer's (η, γ) sit a few per cent below GD++'s fitted pair (section 6).
+# At 2,500 steps, in an earlier version of this chapter, the plateau check failed and the
+# claims were not tested; the extra steps changed whether the end point can be judged.
+#
+# **Deviations from the paper.** (1) Inputs from $\mathcal{U}(-1,1)$, the range of the paper's
+# text (Sec. 3); its code and, by their numbers, its figures use
+# $\mathcal{U}(-\tfrac12,\tfrac12)$, which we run as a check. (2) GD's step size comes from an
+# exact line search on separate tasks (the paper: a line search on $10^4$ training tasks; the
+# notebook: a grid on the test tasks); GD++'s $(\eta,\gamma)$ from a direct minimisation instead
+# of Adam (App. A.12 trains them "with an identical training setup"). (2b) Adam's settings and
+# the clipping follow the official notebook, not App. A.12 (default Adam, clip 10).
+# (3) To fit the `book` budget: five seeds, the input-range check trained for 1,500 steps
+# instead of 5,000 (its plateau check passes there, and fails at 1,000), and twelve input
+# scales of 2,000 tasks each (the official code: 51 scales of 1,000, as in `full`). The
+# two-layer models get the notebook's 5,000 steps (section 6) and the chapter still fits the
+# budget (about 255 s of CPU time, under 2.5 minutes on two idle cores); to save a little, GD's
+# and GD++'s step sizes, which depend on the notebook seed only, are computed once per worker
+# process instead of once per model (exactly the same numbers; tested). (4) Our GD++ normalises γ by
 # $1/N$; this only reparameterises it. The `full` preset runs five seeds, every check at the
 # official 5,000 steps, and non-recurrent stacks of two to five layers trained for the official
 # 50,000 steps (with the notebook's per-depth learning rate and clipping).
 #
-# **Not reproduced here**: the further experiments of the paper and its code — softmax
-# attention, the token construction with inputs and targets in separate tokens (which needs an
-# induction-head-like copying layer), non-linear regression with an MLP, and distractor tokens.
+# **Not reproduced here**: the interpolation between trained and constructed weights (Fig. 2
+# center right, App. A.3), the repeated, dampened layer ($\lambda = 0.75$, Fig. 1, App. A.6),
+# scaled teachers and other input distributions (Fig. 6), fixed training sets (Fig. 16), the
+# phase transitions of App. A.11, and the further experiments of the paper and its code —
+# softmax attention and LayerNorm (App. A.9), the token construction with inputs and targets in
+# separate tokens (Sec. 4, which needs an induction-head-like copying layer), non-linear
+# regression with an MLP (Fig. 4), and distractor tokens.
 
 # %%
 elapsed = time.time() - ch.started

@@ -196,3 +196,31 @@ def test_shared_deep_weight_match_on_the_construction():
     match = C.deep_weight_match(result, spec)
     assert match["cos_kq"] == pytest.approx(1.0) and match["cos_pv"] == pytest.approx(1.0)
     assert match["eta_lsa"] == pytest.approx(3.0) and match["gamma_lsa"] == pytest.approx(0.4)
+
+
+def test_plateau_check():
+    flat = [{"step": s, "test_loss": 1.0 if s == 0 else 0.3} for s in range(0, 5001, 100)]
+    p = C.plateau(flat)
+    assert p["change"] == pytest.approx(0.0) and p["fallen"] == pytest.approx(0.3)
+    assert p["window"] == (4000, 4500, 5000)  # last 10 % against the 10 % before
+    falling = [{"step": s, "test_loss": 1.0 - s / 10000} for s in range(0, 2501, 100)]
+    p = C.plateau(falling)  # 2,500 steps: windows of 3 evaluations (300 steps)
+    assert p["window"] == (1900, 2200, 2500)
+    assert p["change"] == pytest.approx(1 - 0.76 / 0.79)
+    with pytest.raises(ValueError):
+        C.plateau(falling[:1])
+
+
+def test_baselines_shared_by_seed_replicates_equal_a_fresh_computation():
+    """The per-process memo of the GD/GD++ baselines returns exactly what a fresh computation
+    gives, for every seed replicate (they depend on the notebook seed only)."""
+    cfg = dataclasses.replace(C.PRESETS["smoke"], line_search_tasks=512)
+    deep = [s for s in C.specs(dataclasses.replace(cfg, deep_seeds=2), 0, "cpu")
+            if s["layers"] == 2]
+    assert deep[0]["seed"] != deep[1]["seed"]
+    C._baselines.cache_clear()
+    first = C.baselines(deep[0])
+    assert C.baselines(deep[1]) == first and C._baselines.cache_info().hits == 1
+    C._baselines.cache_clear()
+    assert C.baselines(deep[1]) == first
+    assert {"eta", "gdpp_eta", "gdpp_gamma"} <= set(first)

@@ -148,3 +148,24 @@ def deep(runs, ref_loss: dict, one_step_loss: float, layers: int):
             title="whose sensitivities does it share?")
     ax2.legend()
     return fig
+
+
+def plateau(groups: dict, checks: dict):
+    """The last part of each training curve, relative to its final window's mean, with the two
+    windows of the plateau check shaded (one panel per group, one line per seed)."""
+    fig, axes = subplots(1, len(groups), width=3.3, height=2.6, squeeze=False)
+    for ax, (name, runs) in zip(axes[0], groups.items()):
+        steps, loss = series(runs, "test_loss")
+        start, middle, end = checks[name][0]["window"]
+        shown = steps > start - (end - start) / 2
+        for i, curve in enumerate(loss):
+            ref = curve[steps > middle].mean()
+            ax.plot(steps[shown], 100 * (curve[shown] / ref - 1), color=LSA_COLOR, lw=1,
+                    alpha=0.8, label="seeds" if i == 0 else None)
+        ax.axvspan(start, middle, color=GD_COLOR, alpha=0.12, label="window before")
+        ax.axvspan(middle, end, color=GDPP_COLOR, alpha=0.15, label="last 10 %")
+        for bound in (-1, 1):
+            ax.axhline(bound, color="gray", ls=":", lw=1)
+        ax.set(xlabel="training step", ylabel="test loss vs last window (%)", title=name)
+    axes[0][0].legend(fontsize=7)
+    return fig
