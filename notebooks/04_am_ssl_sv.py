@@ -158,7 +158,8 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # act.
 
 # %% mystnb={"figure": {"caption": "The margin transforms $s\\,\\psi(\\cos\\theta)$ of AM and AAM over $\\theta\\in[0,\\pi]$ (left) and the slope $d\\psi/d\\cos\\theta$ that backpropagation sees (right).", "name": "fig-04-margins"}, "image": {"alt": "Two panels of curves for several additive and additive-angular margins: the transformed score and its slope against the angle."}}
-fig = figures.margin_transforms(cfg.am_margins, cfg.aam_margins + cfg.aam_large_margins,
+grid = C.Config()  # the paper's whole margin grid (the figure trains nothing)
+fig = figures.margin_transforms(grid.am_margins, grid.aam_margins + grid.aam_large_margins,
                                 cfg.scales[0])
 
 # %% [markdown]
@@ -254,8 +255,9 @@ display(Markdown(markdown_table(["", "book analogue"], [
 # (A first version of the rule looked at EER alone and chose λ = 0.25, where the trained minDCF,
 # 0.89, was hardly below the untrained 0.92: the minDCF claim was judged on a saturated metric.
 # The second condition was added for that reason, before the comparison runs were redone.)
-# The training length (12 epochs) and the embedding size (64) were set by the time budget and
-# the plateau check below. Nothing else was tuned.
+# The training length (12 epochs, against the paper's 200) and the embedding size (64) were set
+# by the 3-minute time budget alone; the plateau precondition (section 4) checks whether 12 epochs
+# suffice, and the claims it guards are not judged where they do not. Nothing else was tuned.
 
 # %%
 calib_specs = C.calibration_specs(cfg, seed, ch.device)
@@ -311,8 +313,10 @@ if levels:
 # - *Floor* (guards claim 6): per seed, the untrained encoder's minDCF minus the trained
 #   SNT-Xent's (s = 5) must be credibly above 0.05 — training must move minDCF off its floor.
 #   The EER floor is shown beside it.
-# - *Plateau* (guards claims 1–5): per seed, the change of the SNT-Xent EER over the last third
-#   of training (epoch 8 → 12), at s = 5 and at s = 30, must lie within ±0.3 points (TOST).
+# - *Plateau* (guards claims 1–5 at the scale where it is measured): per seed, the change of the
+#   SNT-Xent EER over the last third of training (epoch 8 → 12), at s = 5 and at s = 30, must
+#   lie within ±0.3 points (TOST). A claim whose precondition fails is not judged, but its
+#   "Ours" cell still gives the effect, so that the reader sees what the data say.
 # - *Stress* (guards claim 7): the AAM instability can only show where positive pairs come close
 #   to alignment, $\theta\to 0$, where the AAM slope $\cos m + \sin m\cot\theta$ grows without
 #   bound. The claim is tested only if some AAM m = 0.3 run reaches a positive-pair cosine
@@ -407,6 +411,8 @@ if hist_keys:
 # The preconditions first, then the paper's claims in the order of section 4.
 
 # %%
+from lossbook.claims import evidence  # noqa: E402
+
 base = ("snt-xent", s0, 0.0)
 s1 = cfg.scales[1] if len(cfg.scales) > 1 else None
 base1 = ("snt-xent", s1, 0.0) if s1 is not None else None
@@ -462,65 +468,71 @@ ch.claim("pre_stress", "Precondition: the AAM m = 0.3 runs reach positive cosine
               "first epoch, or diverges")
 
 floor_ok = floor.verdict == "held"
-plateau_ok = plateau.verdict == "held"
+plateau_at = {e["label"]: e["verdict"] for e in plateau.evidence}
 
 
-def gated(values, ok):
-    return values if ok else []
+def gated(values, ok, why, digits=3):
+    """The per-seed values if the precondition held; else none (not tested), and the effect it
+    would have had, for the reader."""
+    if ok:
+        return values, ""
+    if len(values) < 2:
+        return [], f" (not judged: {why})"
+    e = evidence("", values, None, 0.0, "less", digits)
+    return [], f" (not judged: {why}; unjudged effect {e['text']})"
 
 
-why_plateau = "" if plateau_ok else f" (plateau precondition {plateau.verdict})"
+def at_plateau(scale, values, digits=3):
+    verdict = plateau_at.get(f"s = {scale:g}", "not tested")
+    return gated(values, verdict == "held", f"plateau at s = {scale:g} {verdict}", digits)
+
 
 # 1. symmetric vs non-symmetric, at s = 5 and at s = 30
+a_, why = at_plateau(s0, C.paired_differences(groups, [base], ("nt-xent", s0, 0.0), "eer"))
 ch.claim_effect("symmetric", "Symmetric SNT-Xent gives a lower EER than NT-Xent (s = 5)",
                 paper="9.35 vs 9.45 % (Table 1, recalled)", direction="less",
-                ours="ΔEER (pts)" + why_plateau,
-                a=gated(C.paired_differences(groups, [base], ("nt-xent", s0, 0.0), "eer"),
-                        plateau_ok))
+                ours="ΔEER (pts)" + why, a=a_)
 if s1 is not None:
+    a_, why = at_plateau(s1, C.paired_differences(groups, [base1], ("nt-xent", s1, 0.0), "eer"))
     ch.claim_effect("symmetric_s30",
                     f"Symmetric SNT-Xent gives a lower EER than NT-Xent (s = {s1:g})",
                     paper="VoxCeleb2: 8.41 vs 8.98 % (recalled)", direction="less",
-                    ours="ΔEER (pts)" + why_plateau,
-                    a=gated(C.paired_differences(groups, [base1], ("nt-xent", s1, 0.0), "eer"),
-                            plateau_ok))
+                    ours="ΔEER (pts)" + why, a=a_)
 
 # 2.–4. margins lower the EER: AM and AAM separately, and AM at s = 30
 am = ("snt-xent-am", s0, cfg.am_margins[0]) if cfg.am_margins else None
 aam = ("snt-xent-aam", s0, cfg.aam_margins[0]) if cfg.aam_margins else None
+a_, why = at_plateau(s0, C.paired_differences(groups, [am], base, "eer"))
 ch.claim_effect("am_eer", f"An AM margin (m = {am[2]:g}) lowers the EER of SNT-Xent (s = 5)",
                 paper="9.35 → 9.01 % (Table 2, recalled)", direction="less",
-                ours="ΔEER (pts)" + why_plateau,
-                a=gated(C.paired_differences(groups, [am], base, "eer"), plateau_ok))
+                ours="ΔEER (pts)" + why, a=a_)
+a_, why = at_plateau(s0, C.paired_differences(groups, [aam], base, "eer"))
 ch.claim_effect("aam_eer", f"An AAM margin (m = {aam[2]:g}) lowers the EER of SNT-Xent (s = 5)",
                 paper="9.35 → 8.98 % (Table 2, recalled)", direction="less",
-                ours="ΔEER (pts)" + why_plateau,
-                a=gated(C.paired_differences(groups, [aam], base, "eer"), plateau_ok))
+                ours="ΔEER (pts)" + why, a=a_)
 follow = [k for k in groups if s1 is not None and k[1] == s1 and k[0] == "snt-xent-am"]
 if follow:
+    a_, why = at_plateau(s1, C.paired_differences(groups, follow, base1, "eer"))
     ch.claim_effect("margin_eer_s30",
                     f"At s = {s1:g}, an AM margin (m = {follow[0][2]:g}) lowers the EER",
                     paper="VoxCeleb2: 8.41 → 8.13 % (recalled)", direction="less",
-                    ours="ΔEER (pts)" + why_plateau,
-                    a=gated(C.paired_differences(groups, follow, base1, "eer"), plateau_ok))
+                    ours="ΔEER (pts)" + why, a=a_)
 
 # 5. score gap
 g_base = C.mean_std([r["gap"] for r in groups[base]])[0]
 g_am = C.mean_std([r["gap"] for r in groups[am]])[0]
+a_, why = at_plateau(s0, C.paired_differences(groups, [am], base, "gap"), digits=4)
 ch.claim_effect("score_gap",
                 f"An AM margin widens the target/non-target mean score gap (m = {am[2]:g}, s = 5)",
                 paper="m = 0.4: 0.259 → 0.278 (Fig. 4, recalled)",
-                ours=f"{g_base:.3f} → {g_am:.3f}, Δ" + why_plateau,
-                a=gated(C.paired_differences(groups, [am], base, "gap"), plateau_ok), digits=4)
+                ours=f"{g_base:.3f} → {g_am:.3f}, Δ" + why, a=a_, digits=4)
 
 # 6. minDCF (guarded by the floor)
+a_, why = gated(C.paired_differences(groups, [am, aam], base, "min_dcf"), floor_ok,
+                f"floor precondition {floor.verdict}", 4)
 ch.claim_effect("min_dcf", "Margins do not improve minDCF",
                 paper="0.6647 (SNT-Xent) vs 0.6742–0.7182 with margins (Table 2, recalled)",
-                ours="ΔminDCF, mean of AM and AAM" + ("" if floor_ok else
-                                                      f" (floor precondition {floor.verdict})"),
-                threshold=-0.01,
-                a=gated(C.paired_differences(groups, [am, aam], base, "min_dcf"), floor_ok),
-                digits=4)
+                ours="ΔminDCF, mean of AM and AAM" + why, threshold=-0.01, a=a_, digits=4)
 
 
 # 7. large AAM margin (guarded by the stress test)
@@ -631,13 +643,11 @@ ch.claims_table()
 # %% [markdown]
 # **Reading the verdicts.** An *inconclusive* claim was tested, but the interval of its
 # seed-paired difference straddles the threshold: at this scale the data cannot tell. A *not
-# tested* claim failed its precondition (section 4). The summary below is computed from the runs
-# (95 % t-intervals of the seed-paired differences, as in the claims).
+# tested* claim failed its precondition (section 4); its "Ours" cell gives the unjudged effect.
+# The summary below is computed from the runs (95 % t-intervals of the seed-paired differences,
+# as in the claims).
 
 # %%
-from lossbook.claims import evidence  # noqa: E402
-
-
 def delta(key, ref, metric="eer"):
     d = C.paired_differences(groups, [key], ref, metric)
     if len(d) < 2:

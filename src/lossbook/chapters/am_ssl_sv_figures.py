@@ -90,7 +90,7 @@ def gaussian_check(d_primes, empirical: dict):
     return fig
 
 
-def calibration(levels, results, chosen: float, band=(5.0, 10.0)):
+def calibration(levels, results, chosen: float, band=(0.0, 10.0)):
     """Baseline EER and minDCF against the generator's nuisance level, trained and untrained
     (the same initialisation before training: the floor); the EER band of the rule."""
     fig, (ax1, ax2) = subplots(1, 2, width=3.5)
@@ -103,10 +103,10 @@ def calibration(levels, results, chosen: float, band=(5.0, 10.0)):
         ax.set(xscale="log", xlabel="nuisance λ (× mnist1d defaults)", ylabel=name)
         ax.set_xticks(levels, [f"{x:g}" for x in levels])
         ax.minorticks_off()
-    ax1.axhspan(*band, color=PALETTE[2], alpha=0.15, label=f"EER band {band[0]:g}–{band[1]:g} %")
+    ax1.axhspan(*band, color=PALETTE[2], alpha=0.15, label=f"rule: EER ≤ {band[1]:g} %")
     ax1.set_title("EER, first seed")
     ax2.set_title("minDCF, first seed")
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="upper left")
     return fig
 
 
@@ -239,7 +239,7 @@ def plateau(groups: dict, keys: list):
             ax.fill_between(epochs, mean - sd, mean + sd, color=colors[key], alpha=0.15, lw=0)
     ax1.set(xlabel="epoch (0: untrained)", ylabel="EER (%)", title="EER on unseen identities")
     ax2.set(xlabel="epoch (0: untrained)", ylabel="minDCF", title="minDCF ($p$ = 0.01)")
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="upper right")
     return fig
 
 
@@ -281,5 +281,5 @@ def scale_sweep(groups: dict, scales: list, margin: float, batch: int):
             title=f"saturation, N = {batch}")
     ax2.set_xticks(scales, [f"{s:g}" for s in scales])
     ax2.minorticks_off()
-    ax2.legend(fontsize=6)
+    ax2.legend(fontsize=6, loc="lower right")
     return fig
