@@ -151,8 +151,9 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # average, which by the same inequality pulls other anchors' negatives towards them.) Hence at
 # $s = 5$ the anchor weights $1-p_a$ of section 1's gradient stay near $[0.77, 1]$ **whatever the
 # data and the encoder** (exactly so for every anchor at or above the average negative cosine):
-# AM can re-weight anchors by little more than 1.3 : 1, and less as $m$ grows. At $s = 10$ the bound is 0.978 and at $s = 30$ it is 1 to ten
-# digits: there the softmax *can* saturate and AM can act. The crossover is where $e^{s} \approx K$,
+# AM can re-weight anchors by little more than 1.3 : 1, and less as $m$ grows. At $s = 10$ the
+# bound is 0.978 and at $s = 30$ it is 1 to ten digits: there the softmax *can* saturate and AM
+# can act. The crossover is where $e^{s} \approx K$,
 # $s \approx \ln 510 \approx 6.2$. We record the mean and largest $p_a$ of each trained model (one
 # batch of training views) and run AM $m = 0.2$ at $s = 5$, 10 and 30 to see where it starts to
 # act.
