@@ -155,8 +155,8 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # bound is 0.978 and at $s = 30$ it is 1 to ten digits: there the softmax *can* saturate and AM
 # can act. The crossover is where $e^{s} \approx K$,
 # $s \approx \ln 510 \approx 6.2$. We record the mean and largest $p_a$ of each trained model (one
-# batch of training views) and run AM $m = 0.2$ at $s = 5$, 10 and 30 to see where it starts to
-# act.
+# batch of training views) and run AM $m = 0.2$ at $s = 5$, 10 (two seeds) and 30 to see where
+# it starts to act.
 
 # %% mystnb={"figure": {"caption": "The margin transforms $s\\,\\psi(\\cos\\theta)$ of AM and AAM over $\\theta\\in[0,\\pi]$ (left) and the slope $d\\psi/d\\cos\\theta$ that backpropagation sees (right).", "name": "fig-04-margins"}, "image": {"alt": "Two panels of curves for several additive and additive-angular margins: the transformed score and its slope against the angle."}}
 grid = C.Config()  # the paper's whole margin grid (the figure trains nothing)
@@ -256,9 +256,19 @@ display(Markdown(markdown_table(["", "book analogue"], [
 # (A first version of the rule looked at EER alone and chose λ = 0.25, where the trained minDCF,
 # 0.89, was hardly below the untrained 0.92: the minDCF claim was judged on a saturated metric.
 # The second condition was added for that reason, before the comparison runs were redone.)
-# The training length (12 epochs, against the paper's 200) and the embedding size (64) were set
-# by the 3-minute time budget alone; the plateau precondition (section 4) checks whether 12 epochs
-# suffice, and the claims it guards are not judged where they do not. Nothing else was tuned.
+# The embedding size (64) and the encoder (32 channels) were set by the 3-minute time budget
+# alone. The training length (24 epochs, against the paper's 200) was set for the plateau
+# precondition of section 4 and the budget, not for any claim: a first version trained
+# 12 epochs, and there the s = 5 baseline was still improving (EER change over the last third
+# −0.21 [−0.44, +0.02] points), so every claim the plateau guards was *not tested*. A
+# baseline-only exploration (SNT-Xent at s = 5 and 30, the book's five seeds, EER every two
+# epochs up to 36, no margin run) showed the s = 5 baseline meeting the rule from 24 epochs on
+# (16 → 24: −0.04 [−0.10, +0.03]) but not at 16 or 20. The s = 30 baseline, by contrast, is
+# best after about 6 epochs and then slowly gets *worse* (4.70 % → 5.31 % by epoch 36): that is
+# overfitting of the self-supervised task, which no training length cures, and the rule judges
+# it the same way (section 6). To pay for 24 epochs, the preset runs only the settings the
+# claims need (section 4) and the s sweep's extra scale with two seeds. The calibration below
+# is re-run at this length. Nothing else was tuned.
 
 # %%
 calib_specs = C.calibration_specs(cfg, seed, ch.device)
@@ -308,6 +318,12 @@ if levels:
 # 7. **Too large an AAM margin destabilises training**: per seed, 1 if AAM m = 0.3 produced a
 #    non-finite loss, minus 1 if AAM m = 0.1 did; > 0.
 #
+# **Settings each claim needs** (the `book` preset runs each with five seeds): claim 1 —
+# NT-Xent and SNT-Xent at s = 5 (and at s = 30 for its follow-up version); claims 2, 5 — AM 0.2 at s = 5; claim 3 — AAM 0.1 at s = 5; claim 4 — AM 0.2 at s = 30;
+# claim 6 — AM 0.2 and AAM 0.1 at s = 5; claim 7 — AAM 0.3 and 0.1 at s = 5 (the kept AAM
+# margin is the reference, no second one is run). The s sweep (section 5) adds SNT-Xent and
+# AM 0.2 at s = 10; it decides no claim and runs the first two seeds only.
+#
 # **Preconditions**, checked before the claims they guard (a failed precondition makes them
 # *not tested*):
 #
@@ -315,7 +331,7 @@ if levels:
 #   SNT-Xent's (s = 5) must be credibly above 0.05 — training must move minDCF off its floor.
 #   The EER floor is shown beside it.
 # - *Plateau* (guards claims 1–5 at the scale where it is measured): per seed, the change of the
-#   SNT-Xent EER over the last third of training (epoch 8 → 12), at s = 5 and at s = 30, must
+#   SNT-Xent EER over the last third of training (epoch 16 → 24), at s = 5 and at s = 30, must
 #   lie within ±0.3 points (TOST). A claim whose precondition fails is not judged, but its
 #   "Ours" cell still gives the effect, so that the reader sees what the data say.
 # - *Stress* (guards claim 7): the AAM instability can only show where positive pairs come close
@@ -699,7 +715,7 @@ display(Markdown("\n".join(lines)))
 #   minDCF depend on the overlap of the two distributions' tails (compare the Δgap and ΔEER
 #   intervals above).
 # - On the analogue task, read the verdicts as the signs of the effects at small scale: a small
-#   CNN trained for 12 epochs on synthetic identities, five seeds, one margin per family (the
+#   CNN trained for 24 epochs on synthetic identities, five seeds, one margin per family (the
 #   `book` preset runs AM 0.2, AAM 0.1 and 0.3 only; `full` runs the paper's grid). The paper's
 #   effects are a few tenths of a point of EER on VoxCeleb; they need not survive a change of
 #   data, encoder and training length, and where they do not, our verdicts say so.
