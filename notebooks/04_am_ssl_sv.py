@@ -711,6 +711,17 @@ display(Markdown("\n".join(lines)))
 # - **AAM acts through the direction of the gradient**, its slope depending on the angle. The
 #   instability the paper reports for m = 0.3 needs positive pairs near alignment; the stress
 #   precondition says whether our runs went there, and the claim is only judged if they did.
+# - **The plateau, and why s = 30 is not judged.** At 24 epochs the s = 5 baseline has
+#   plateaued (precondition `pre_plateau`, its s = 5 part), so the s = 5 claims are judged, and
+#   every one of them is inconclusive: the effects are a few hundredths of a point of EER, with
+#   intervals of about ±0.1 (symmetric, AM) to ±0.3 points (AAM) around them — in line with the
+#   bound's argument that AM at s = 5 barely changes the loss. At s = 30 the baseline's EER is
+#   lowest after a few epochs and then rises (training curves, section 5): at this scale the
+#   self-supervised task overfits our small training set. In the baseline-only exploration of
+#   section 3 its last-third change met the ±0.3-point rule at only one of the lengths we looked
+#   at (18 epochs, where the rise paused) and not at 16, 20, 24, 30 or 36. Longer training does
+#   not cure overfitting, so the two s = 30 claims stay *not tested*; their unjudged effects
+#   (both against the paper's direction, lines above) belong to a model past its best EER.
 # - **A wider mean gap is not a lower EER**: the gap is a difference of means, while EER and
 #   minDCF depend on the overlap of the two distributions' tails (compare the Δgap and ΔEER
 #   intervals above).
