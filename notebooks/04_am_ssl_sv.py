@@ -27,10 +27,14 @@
 #    recognition: AM-softmax / CosFace {cite}`wang2018cosface` and AAM-softmax / ArcFace
 #    {cite}`deng2019arcface`.
 #
-# They report that both changes lower the equal error rate (EER) on VoxCeleb1-O
-# {cite}`nagrani2017voxceleb`, that margins widen the gap between target and non-target scores,
-# that the minimum detection cost (minDCF) does *not* improve, and that too large an angular margin
-# makes training explode.
+# The abstract reports that the symmetric loss "provides more supervision", that AM and AAM
+# "allow reducing the overall number of false negatives and false positives", and 7.50 % EER /
+# 0.5804 minDCF on VoxCeleb1-O {cite}`nagrani2017voxceleb` for the combination with a larger
+# model. The tables behind it — both changes lower the equal error rate (EER), margins widen the
+# gap between target and non-target scores, the minimum detection cost (minDCF) does *not*
+# improve, too large an angular margin makes training explode — we could not read in the paper
+# itself (its text is not in our stored sources); we quote them from the authors' slides and mark
+# them **recalled**.
 #
 # **What we can and cannot check here.** VoxCeleb is licensed and cannot be downloaded by a
 # script, so the `book` preset runs an *analogue* of speaker verification, built so that its
@@ -43,7 +47,8 @@
 # |---|---|---|
 # | NT-Xent, SNT-Xent, AM, AAM (with its fallback), s = 5, projector, evaluation on the encoder | official code `theolepage/sslsv` at the Interspeech-2023 commit 97915a6 (`losses/Custom.py`, `models/Custom.py`) | read; our losses equal pytorch-metric-learning's `NTXentLoss`, `CosFaceLoss`, `ArcFaceLoss` (unit tests) |
 # | EER, minDCF (p_target = 0.01, normalised) | official `utils/evaluate.py` | unit tests against a transcription of it, a brute-force sweep and Gaussian closed forms (section 2) |
-# | Tables 1–3, Fig. 4 score gaps, VoxCeleb2 results at s = 30 | the authors' slides (the paper's tables) | quoted in section 6 |
+# | Abstract: 7.50 % EER, 0.5804 minDCF (SNT-Xent-AM, larger model, Table 3) | arXiv 2306.03664 abstract | read |
+# | Tables 1–2, Fig. 4 score gaps, VoxCeleb2 results at s = 30 | the authors' slides, not the paper text | **recalled**, quoted in section 6 |
 # | Log-mel front end, Thin ResNet-34, training schedule | official code at 97915a6 | front end tested against librosa; encoder runs one step in the tests |
 
 # %% tags=["parameters"]
@@ -120,11 +125,42 @@ print(f"preset={ch.preset} seed={ch.seed} device={ch.device} workers={ch.workers
 # negatives — all weights are close to 1 and AM changes training by little more than a global
 # gradient scale, which Adam's normalisation removes. AAM is different: $\psi'$ depends on the
 # angle, so it changes the *direction* of the gradient, pulling nearly aligned positives harder.
-# We record the mean $p_a$ of each trained model (on one batch of training views) to see where
-# our runs sit.
+#
+# **How large can $p_a$ be at $s = 5$?** Take $K = 2(N-1)$ negatives and unit-norm embeddings,
+# so every cosine lies in $[-1, 1]$. The positive's probability is largest when its cosine is 1,
+# and by convexity of the exponential the negatives' sum is at least $K e^{s\bar c_a}$, with
+# $\bar c_a$ the anchor's mean negative cosine:
+#
+# $$
+# \begin{aligned}
+# p_a &= \frac{e^{s(c_{a,p}-m)}}{e^{s(c_{a,p}-m)} + \sum_k e^{s c_{a,k}}}
+#      \le \frac{e^{s(1-m)}}{e^{s(1-m)} + K e^{s\bar c_a}}.
+# \end{aligned}
+# $$
+#
+# The negatives cannot all point away from the anchor: $\lVert\sum_j z_j\rVert^2 \ge 0$ over
+# the $2N$ views, and positive cosines are at most 1, so the batch average of $\bar c_a$ is at
+# least $-2/K = -1/(N-1)$ (a regular simplex of the $N$ utterances, both views equal, attains
+# it). For an anchor at that average,
+# $p_a \le e^{s(1-m)}/(e^{s(1-m)} + K e^{-2s/K})$; with the negatives at cosine 0 instead it is
+# $e^{s(1-m)}/(e^{s(1-m)}+K)$. At the paper's $N = 256$ ($K = 510$) and $s = 5$ these give
+# **0.229** and 0.225 without a margin, 0.098 with AM $m = 0.2$. (The bound
+# $e^{5}/(e^{5} + 510\,e^{-5}) = 0.977$ would need *all* 510 negatives at cosine $-1$: possible for
+# one anchor, but then those negatives coincide and are each other's negatives at cosine 1, so
+# not for the batch: an anchor can beat the bound only if its negatives point away from it on
+# average, which by the same inequality pulls other anchors' negatives towards them.) Hence at
+# $s = 5$ the anchor weights $1-p_a$ of section 1's gradient stay near $[0.77, 1]$ **whatever the
+# data and the encoder** (exactly so for every anchor at or above the average negative cosine):
+# AM can re-weight anchors by little more than 1.3 : 1, and less as $m$ grows. At $s = 10$ the
+# bound is 0.978 and at $s = 30$ it is 1 to ten digits: there the softmax *can* saturate and AM
+# can act. The crossover is where $e^{s} \approx K$,
+# $s \approx \ln 510 \approx 6.2$. We record the mean and largest $p_a$ of each trained model (one
+# batch of training views) and run AM $m = 0.2$ at $s = 5$, 10 (two seeds) and 30 to see where
+# it starts to act.
 
 # %% mystnb={"figure": {"caption": "The margin transforms $s\\,\\psi(\\cos\\theta)$ of AM and AAM over $\\theta\\in[0,\\pi]$ (left) and the slope $d\\psi/d\\cos\\theta$ that backpropagation sees (right).", "name": "fig-04-margins"}, "image": {"alt": "Two panels of curves for several additive and additive-angular margins: the transformed score and its slope against the angle."}}
-fig = figures.margin_transforms(cfg.am_margins, cfg.aam_margins + cfg.aam_large_margins,
+grid = C.Config()  # the paper's whole margin grid (the figure trains nothing)
+fig = figures.margin_transforms(grid.am_margins, grid.aam_margins + grid.aam_large_margins,
                                 cfg.scales[0])
 
 # %% [markdown]
@@ -209,15 +245,30 @@ display(Markdown(markdown_table(["", "book analogue"], [
 ])))
 
 # %% [markdown]
-# **Calibrating the difficulty.** The paper's baseline sits at 9.45 % EER. We want ours in the
-# 5–10 % band too: far from 50 % (nothing learnt) and from 0 % (nothing to improve). The only
+# **Calibrating the difficulty.** The paper's baseline sits at 9.45 % EER, and its minDCF
+# (0.66–0.76) is well below 1. We want ours far from 50 % (nothing learnt) and from 0 %, and —
+# a precondition for the minDCF claim — a minDCF that training moves well off the floor set by
+# the **untrained encoder** (a random CNN already separates these identities somewhat). The only
 # knob is the size λ of the generator's nuisance (all its default variability, padding
-# included, multiplied by λ; a first version that left the padding out could not get below
-# 10 % at this training budget). Before any loss was compared, we trained the **baseline only**
-# (NT-Xent, s = 5, first seed) on a grid of halvings of λ (λ = 1, the generator's defaults, gives
-# about 35 %) and took the hardest level whose EER is at most 10 %. The training length was later
-# cut from 12 to 10 epochs to fit the time budget; the figure reruns the calibration at the final
-# settings (cached runs) and the rule still picks the configured level. Nothing else was tuned.
+# included, multiplied by λ). The rule, fixed before any loss was compared: train the **baseline
+# only** (NT-Xent, s = 5, first seed) on a grid of halvings of λ and take the hardest level whose
+# EER is at most 10 % *and* whose minDCF is at least 0.1 below the untrained encoder's.
+# (A first version of the rule looked at EER alone and chose λ = 0.25, where the trained minDCF,
+# 0.89, was hardly below the untrained 0.92: the minDCF claim was judged on a saturated metric.
+# The second condition was added for that reason, before the comparison runs were redone.)
+# The embedding size (64) and the encoder (32 channels) were set by the 3-minute time budget
+# alone. The training length (24 epochs, against the paper's 200) was set for the plateau
+# precondition of section 4 and the budget, not for any claim: a first version trained
+# 12 epochs, and there the s = 5 baseline was still improving (EER change over the last third
+# −0.21 [−0.44, +0.02] points), so every claim the plateau guards was *not tested*. A
+# baseline-only exploration (SNT-Xent at s = 5 and 30, the book's five seeds, EER every two
+# epochs up to 36, no margin run) showed the s = 5 baseline meeting the rule from 24 epochs on
+# (16 → 24: −0.04 [−0.10, +0.03]) but not at 16 or 20. The s = 30 baseline, by contrast, is
+# best after about 6 epochs and then slowly gets *worse* (4.70 % → 5.31 % by epoch 36): that is
+# overfitting of the self-supervised task, which no training length cures, and the rule judges
+# it the same way (section 6). To pay for 24 epochs, the preset runs only the settings the
+# claims need (section 4) and the s sweep's extra scale with two seeds. The calibration below
+# is re-run at this length. Nothing else was tuned.
 
 # %%
 calib_specs = C.calibration_specs(cfg, seed, ch.device)
@@ -226,16 +277,18 @@ calib, results = C.sweep_once(ch, calib_specs, specs, desc="all runs")
 every = list({id(r): r for r in calib + results}.values())  # distinct runs
 levels = [s["nuisance"] for s in calib_specs]
 if levels:
-    ok = [lv for lv, r in zip(levels, calib) if r["eer"] is not None and r["eer"] <= 10]
+    ok = [lv for lv, r in zip(levels, calib) if r["eer"] is not None and r["eer"] <= 10
+          and r["min_dcf"] <= r["min_dcf0"] - 0.1]
     rule_pick = max(ok) if ok else None
     display(Markdown(markdown_table(
-        ["λ", "baseline EER (%)", "minDCF"],
-        [[f"{lv:g}", f"{r['eer']:.2f}", f"{r['min_dcf']:.3f}"] for lv, r in zip(levels, calib)])))
+        ["λ", "EER (%)", "minDCF", "untrained EER", "untrained minDCF"],
+        [[f"{lv:g}", f"{r['eer']:.2f}", f"{r['min_dcf']:.3f}", f"{r['eer0']:.2f}",
+          f"{r['min_dcf0']:.3f}"] for lv, r in zip(levels, calib)])))
     print(f"rule picks λ = {rule_pick}; the preset uses λ = {cfg.nuisance:g}"
           + ("" if rule_pick == cfg.nuisance else
              "  <-- differs: a preset that was not calibrated (smoke) or needs recalibration"))
 
-# %% mystnb={"figure": {"caption": "Calibration of the synthetic task: the baseline's EER against the generator's nuisance level, with the target band the level was chosen for.", "name": "fig-04-calibration"}, "image": {"alt": "Line plot of equal error rate against nuisance level with a shaded target band."}}
+# %% mystnb={"figure": {"caption": "Calibration of the synthetic task: the baseline's EER (left) and minDCF (right) against the generator's nuisance level, trained and untrained (same initialisation), with the EER band of the rule.", "name": "fig-04-calibration"}, "image": {"alt": "Two line plots of equal error rate and minDCF against nuisance level, for the trained baseline and the untrained encoder."}}
 if levels:
     fig = figures.calibration(levels, calib, cfg.nuisance)
 
@@ -247,32 +300,52 @@ if levels:
 # taken seed by seed (paired; a seed where a run diverged is left out). Every claim follows the
 # book's protocol (`lossbook.claims`): the 95 % Student-t interval of the paired difference over
 # the seeds, *held* when it lies wholly beyond the threshold on the paper's side, *not held* when
-# it lies wholly on the other side, **inconclusive** otherwise. All claims are judged at the
-# paper's scale s = 5 unless stated; thresholds are 0 except for the null claim.
+# it lies wholly on the other side, **inconclusive** otherwise. Thresholds are 0 except for the
+# null claim. AM and AAM are judged separately: section 1 shows they act differently.
 #
-# 1. **Symmetric ≤ non-symmetric** (Table 1): EER(SNT-Xent) − EER(NT-Xent) < 0. The paper's
-#    effect is 0.10 points, which a null result here cannot contradict.
-# 2. **A moderate margin lowers EER** (Table 2): the paper's improving margins — AM m ∈ {0.2, 0.3,
-#    0.4} and AAM m ∈ {0.05, 0.1} — averaged per seed, minus SNT-Xent, < 0. Averaging the
-#    pre-specified margins avoids picking the best of several by chance. The same rule at s = 30
-#    with the follow-up's margins (AM 0.1, 0.2) is a separate claim.
-# 3. **Margins widen the score gap** (Fig. 4): gap(AM m = 0.4) − gap(SNT-Xent), mean target minus
-#    mean non-target cosine, > 0.
-# 4. **minDCF does not improve** (a null claim, one-sided): the moderate-margin average of claim
-#    2, on minDCF, must be credibly above −0.01 (held) — the equivalence margin is the smallest
-#    minDCF difference between SNT-Xent and a margin in the paper's Table 2 (+0.010); not held
-#    when the interval lies below −0.01 (margins *did* improve minDCF by more than that).
-# 5. **Too large an AAM margin destabilises training**: per seed, 1 if AAM m = 0.3 produced a
-#    non-finite loss, minus 1 if any AAM margin ≤ 0.2 did; > 0.
+# 1. **Symmetric < non-symmetric** (Table 1, recalled): EER(SNT-Xent) − EER(NT-Xent) < 0 at
+#    s = 5; the same at s = 30 (VoxCeleb2 follow-up, recalled) is a separate claim.
+# 2. **AM lowers EER** (Table 2, recalled): EER(AM m = 0.2) − EER(SNT-Xent) < 0 at s = 5.
+# 3. **AAM lowers EER** (Table 2, recalled): EER(AAM m = 0.1) − EER(SNT-Xent) < 0 at s = 5.
+# 4. **AM lowers EER at s = 30** (follow-up, recalled): AM m = 0.2 minus SNT-Xent < 0.
+# 5. **AM widens the score gap** (Fig. 4, recalled; the paper's m = 0.4, ours 0.2):
+#    gap(AM) − gap(SNT-Xent) > 0 at s = 5, the gap being mean target minus mean non-target
+#    cosine.
+# 6. **minDCF does not improve** (a null claim, one-sided): the mean over AM 0.2 and AAM 0.1,
+#    minus SNT-Xent, on minDCF, must be credibly above −0.01 (held) — the smallest minDCF
+#    difference between SNT-Xent and a margin in Table 2 is +0.010; not held when the interval
+#    lies below −0.01.
+# 7. **Too large an AAM margin destabilises training**: per seed, 1 if AAM m = 0.3 produced a
+#    non-finite loss, minus 1 if AAM m = 0.1 did; > 0.
 #
-# To pay for five seeds within the 3-minute budget the `book` preset runs only the AM margins
-# the claims use (0.2, 0.3, 0.4); the `full` preset runs the paper's whole grid.
+# **Settings each claim needs** (the `book` preset runs each with five seeds): claim 1 —
+# NT-Xent and SNT-Xent at s = 5 (and at s = 30 for its follow-up version); claims 2, 5 — AM 0.2 at s = 5; claim 3 — AAM 0.1 at s = 5; claim 4 — AM 0.2 at s = 30;
+# claim 6 — AM 0.2 and AAM 0.1 at s = 5; claim 7 — AAM 0.3 and 0.1 at s = 5 (the kept AAM
+# margin is the reference, no second one is run). The s sweep (section 5) adds SNT-Xent and
+# AM 0.2 at s = 10; it decides no claim and runs the first two seeds only.
+#
+# **Preconditions**, checked before the claims they guard (a failed precondition makes them
+# *not tested*):
+#
+# - *Floor* (guards claim 6): per seed, the untrained encoder's minDCF minus the trained
+#   SNT-Xent's (s = 5) must be credibly above 0.05 — training must move minDCF off its floor.
+#   The EER floor is shown beside it.
+# - *Plateau* (guards claims 1–5 at the scale where it is measured): per seed, the change of the
+#   SNT-Xent EER over the last third of training (epoch 16 → 24), at s = 5 and at s = 30, must
+#   lie within ±0.3 points (TOST). A claim whose precondition fails is not judged, but its
+#   "Ours" cell still gives the effect, so that the reader sees what the data say.
+# - *Stress* (guards claim 7): the AAM instability can only show where positive pairs come close
+#   to alignment, $\theta\to 0$, where the AAM slope $\cos m + \sin m\cot\theta$ grows without
+#   bound. The claim is tested only if some AAM m = 0.3 run reaches a positive-pair cosine
+#   ≥ 0.99 in a training batch after the first epoch (an untrained encoder maps everything
+#   nearly to one direction, so the first epoch does not count), or diverges.
 
 # %%
 groups = C.group(specs, results)
 by_scale = {}
 for key in groups:
     by_scale.setdefault(key[1], []).append(key)
+by_scale = dict(sorted(by_scale.items()))
 cpu = [r["cpu_s"] for r in every]
 print(f"{len(every)} runs; CPU time per run {np.mean(cpu):.1f} s (min {min(cpu):.1f}, "
       f"max {max(cpu):.1f})")
@@ -281,9 +354,9 @@ print(f"{len(every)} runs; CPU time per run {np.mean(cpu):.1f} s (min {min(cpu):
 # ## 5. Results
 #
 # Seed mean ± standard deviation of the EER (%), minDCF, mean score gap and mean positive
-# probability $p_a$ (section 1) of every setting; a setting that diverged in some seed reports
-# the others and says how many diverged. The seed-to-seed spread is much larger than most
-# differences between losses, which is why the verdicts use seed-paired differences.
+# probability $p_a$ (section 1) of every setting, and the largest positive-pair cosine reached
+# in the last epoch of training; a setting that diverged in some seed reports the others and
+# says how many diverged. The first rows are the **untrained encoder** (the floor).
 
 
 # %%
@@ -292,160 +365,266 @@ def cell(values, fmt):
     return "–" if np.isnan(m) else f"{m:{fmt}} ± {sd:{fmt}}"
 
 
-rows = []
+rows = [["–", "untrained encoder", cell([r["eer0"] for r in groups[k]], ".2f"),
+         cell([r["min_dcf0"] for r in groups[k]], ".3f"), "–", "–", "–", "–"]
+        for k in list(groups)[:1]]
 for key, runs in groups.items():
     diverged = sum(r["diverged"] for r in runs)
     rows.append([f"{key[1]:g}", C.label(key[0], key[2]),
                  cell([r["eer"] for r in runs], ".2f"), cell([r["min_dcf"] for r in runs], ".3f"),
                  cell([r["gap"] for r in runs], ".3f"),
                  cell([r.get("p_pos_mean") for r in runs], ".3f"),
+                 cell([r.get("pos_cos_max_last") for r in runs], ".3f"),
                  f"{diverged}/{len(runs)}" if diverged else "–"])
-display(Markdown(markdown_table(["s", "loss", "EER (%)", "minDCF", "score gap",
-                                 "mean p(positive)", "diverged"], rows)))
+display(Markdown(markdown_table(["s", "loss", "EER (%)", "minDCF", "score gap", "mean $p_a$",
+                                 "max cos", "diverged"], rows)))
+
+# %% [markdown]
+# Training curves, seed mean ± one standard deviation, from the untrained encoder (epoch 0) to
+# the end, for the baselines at each scale — the plateau precondition reads the last third:
+
+# %% mystnb={"figure": {"caption": "Seed-mean test EER and minDCF along training (epoch 0: the untrained encoder; band: ± one standard deviation over seeds) for the SNT-Xent baselines.", "name": "fig-04-training"}, "image": {"alt": "Two panels of training curves: equal error rate and minDCF against epoch, one line per scale."}}
+curve_keys = [k for k in groups if k[0] == "snt-xent"]
+fig = figures.plateau(groups, curve_keys)
+
+# %% [markdown]
+# Where does AM start to act? The left panel shows the seed-paired EER difference of AM
+# m = 0.2 from SNT-Xent at each scale, the right panel the measured positive-pair
+# probabilities beside the bound of section 1 (dashed):
+
+# %% mystnb={"figure": {"caption": "The s sweep: EER of SNT-Xent-AM (m = 0.2) minus SNT-Xent per seed and its mean ± 2 standard errors (left); mean and largest positive-pair probability of the trained models with the bound of section 1 (right).", "name": "fig-04-scale-sweep"}, "image": {"alt": "Left, dot plot of EER differences against scale; right, positive-pair probabilities and their bound against scale on a log axis."}}
+sweep = sorted({k[1] for k in groups if k[0] == "snt-xent-am" and k[2] == cfg.sweep_margin})
+fig = figures.scale_sweep(groups, sweep, cfg.sweep_margin, cfg.batch_size)
 
 # %% mystnb={"figure": {"caption": "Seed-paired differences from SNT-Xent at the same scale $s$ — EER, minDCF and score gap — for every setting: each seed (dots) and the mean ± 2 standard errors.", "name": "fig-04-paired-deltas"}, "image": {"alt": "A grid of dot plots with error bars of differences from the baseline for each loss setting, rows EER, minDCF and score gap."}}
 fig = figures.paired_deltas(groups, by_scale)
 
 # %% [markdown]
-# Small dots are single seeds, large ones the seed mean with ± 2 standard errors (filled when the
-# difference is resolved, i.e. the interval excludes 0 — the verdict rule below). The
-# DET curves compare the baselines with the paper's best margins (AM m = 0.4, AAM m = 0.1) and the
-# largest AAM margin; a
+# Small dots are single seeds, large ones the seed mean with ± 2 standard errors (filled when
+# the interval excludes 0). The DET curves compare the baselines with the margins at s = 5; a
 # curve further down-left is better, EER is where it crosses the diagonal and minDCF lives at
 # the far left.
 
 # %% mystnb={"figure": {"caption": "DET curves (probit axes) of the main settings, false-negative rate averaged over seeds on a common false-positive grid.", "name": "fig-04-det"}, "image": {"alt": "DET curves for several loss settings on probit axes."}}
 s0 = cfg.scales[0]
-det_keys = [k for k in [("nt-xent", s0, 0.0), ("snt-xent", s0, 0.0), ("snt-xent-am", s0, 0.4),
-                        ("snt-xent-aam", s0, 0.1), ("snt-xent-aam", s0, 0.3)] if k in groups]
+det_keys = [k for k in groups if k[1] == s0]
 if det_keys:
     fig = figures.det_curves(groups, det_keys)
 
 # %% [markdown]
-# The paper's Fig. 4 shows the cosine scores of target and non-target trials without a margin and
-# with AM m = 0.4; the mean gap grew from 0.259 to 0.278. Ours, pooled over seeds:
+# The paper's Fig. 4 (recalled) shows the cosine scores of target and non-target trials without
+# a margin and with AM m = 0.4; the mean gap grew from 0.259 to 0.278. Ours (AM m = 0.2), pooled
+# over seeds:
 
 # %% mystnb={"figure": {"caption": "Target and non-target cosine-score histograms (all seeds pooled) with the mean gap, for SNT-Xent and SNT-Xent with an additive margin.", "name": "fig-04-histograms"}, "image": {"alt": "Side-by-side histograms of target and non-target scores for two loss settings."}}
-hist_keys = [k for k in [("snt-xent", s0, 0.0), ("snt-xent-am", s0, 0.4)] if k in groups]
+am_key = ("snt-xent-am", s0, cfg.am_margins[0]) if cfg.am_margins else None
+hist_keys = [k for k in [("snt-xent", s0, 0.0), am_key] if k in groups]
 if hist_keys:
     fig = figures.score_histograms(groups, hist_keys)
 
 # %% [markdown]
-# Training loss and EER along training (first seed) for the baselines and the AAM margins:
-
-# %% mystnb={"figure": {"caption": "Training loss and test EER along training (first seed of each setting).", "name": "fig-04-training"}, "image": {"alt": "Two panels of training curves: loss and equal error rate against epoch, one line per setting."}}
-curve_keys = [k for k in groups if k[1] == s0 and k[0] in ("nt-xent", "snt-xent")]
-curve_keys += [k for k in groups if k[1] == s0 and k[0] == "snt-xent-aam"]
-fig = figures.training_curves(groups, curve_keys[:8])
-
-# %% [markdown]
 # ## 6. Claims
+#
+# The preconditions first, then the paper's claims in the order of section 4.
 
 # %%
-moderate = [k for k in [("snt-xent-am", s0, m) for m in (0.2, 0.3, 0.4)]
-            + [("snt-xent-aam", s0, m) for m in (0.05, 0.1)] if k in groups]
+from lossbook.claims import evidence  # noqa: E402
+
 base = ("snt-xent", s0, 0.0)
+s1 = cfg.scales[1] if len(cfg.scales) > 1 else None
+base1 = ("snt-xent", s1, 0.0) if s1 is not None else None
 
-# 1. symmetric vs non-symmetric
-extra = ""
-if len(cfg.scales) > 1:
-    s1 = cfg.scales[1]
-    dd = C.paired_differences(groups, [("snt-xent", s1, 0.0)], ("nt-xent", s1, 0.0), "eer")
-    extra = f" (at s = {s1:g}: mean {np.mean(dd):+.2f} pts)"
-ch.claim_effect("symmetric", "Symmetric SNT-Xent gives a lower EER than NT-Xent",
-                paper="9.35 vs 9.45 % (−0.10); VoxCeleb2, s=30: 8.41 vs 8.98",
-                ours=f"ΔEER (pts) at s = {s0:g}{extra}", direction="less",
-                a=C.paired_differences(groups, [base], ("nt-xent", s0, 0.0), "eer"))
 
-# 2. moderate margins lower EER (paper scale), and at the follow-up scale
-ch.claim_effect("margin_eer",
-                "A moderate margin (AM 0.2–0.4, AAM 0.05–0.1) lowers the EER of SNT-Xent",
-                paper="9.35 → 8.70–9.01 (AM), 8.92–8.98 (AAM)",
-                ours=f"ΔEER (pts), mean of {len(moderate)} margins, s = {s0:g}", direction="less",
-                a=C.paired_differences(groups, moderate, base, "eer"))
-if len(cfg.scales) > 1:
-    s1 = cfg.scales[1]
-    follow = [k for k in groups if k[1] == s1 and k[0] == "snt-xent-am"]
+def seeds_of(key, metric):
+    return [r[metric] for r in groups.get(key, []) if r[metric] is not None]
+
+
+def eer_change(key):
+    """Per seed, EER at the end minus EER one third of training earlier."""
+    out = []
+    for r in groups.get(key, []):
+        h = r["history"]
+        if r["diverged"] or len(h) < 2:
+            continue
+        third = [x for x in h if x["epoch"] <= h[-1]["epoch"] * 2 / 3]
+        out.append(h[-1]["eer"] - (third[-1] if third else h[0])["eer"])
+    return out
+
+
+# precondition: floor
+floor = ch.claim_effect(
+    "pre_floor", "Precondition: training moves minDCF off the untrained encoder's floor",
+    paper="–", kind="context", threshold=0.05,
+    ours=(f"untrained EER {C.mean_std(seeds_of(base, 'eer0'))[0]:.2f} % → trained "
+          f"{C.mean_std(seeds_of(base, 'eer'))[0]:.2f} %; minDCF(untrained) − minDCF(SNT-Xent)"),
+    a=seeds_of(base, "min_dcf0"), b=seeds_of(base, "min_dcf"), digits=3)
+# precondition: plateau
+plateau_cond = {f"s = {k[1]:g}": eer_change(k) for k in (base, base1) if k in groups}
+plateau = ch.claim_effect(
+    "pre_plateau", "Precondition: the baseline EER has plateaued (last third within ±0.3 pts)",
+    paper="200 epochs", kind="context", direction="equivalent", threshold=0.3,
+    ours="ΔEER (pts) over the last third of training", a=plateau_cond, digits=2)
+# precondition: stress
+aam_large = [k for k in groups if k[0] == "snt-xent-aam" and k[1] == s0 and k[2] > 0.2]
+aam_small = [k for k in groups if k[0] == "snt-xent-aam" and k[1] == s0 and k[2] <= 0.2]
+
+
+def stress_cos(r):
+    trace = r.get("pos_cos_epochs") or []
+    return max((e[0] for e in trace[1:]), default=-1.0)
+
+
+stress_max = max((stress_cos(r) for k in aam_large for r in groups[k]), default=None)
+stress_div = sum(r["diverged"] for k in aam_large for r in groups[k])
+stressed = bool(aam_large) and (stress_div > 0 or stress_max >= 0.99)
+ch.claim("pre_stress", "Precondition: the AAM m = 0.3 runs reach positive cosines ≥ 0.99",
+         paper="–", kind="context", holds=stressed if aam_large else None,
+         ours=("not run" if not aam_large else
+               f"largest positive cosine after epoch 1: {stress_max:.4f}; diverged {stress_div}"),
+         rule="held if some AAM m = 0.3 run reaches a positive-pair cosine ≥ 0.99 after the "
+              "first epoch, or diverges")
+
+floor_ok = floor.verdict == "held"
+plateau_at = {e["label"]: e["verdict"] for e in plateau.evidence}
+
+
+def gated(values, ok, why, digits=3):
+    """The per-seed values if the precondition held; else none (not tested), and the effect it
+    would have had, for the reader."""
+    if ok:
+        return values, ""
+    if len(values) < 2:
+        return [], f" (not judged: {why})"
+    e = evidence("", values, None, 0.0, "less", digits)
+    return [], f" (not judged: {why}; unjudged effect {e['text']})"
+
+
+def at_plateau(scale, values, digits=3):
+    verdict = plateau_at.get(f"s = {scale:g}", "not tested")
+    return gated(values, verdict == "held", f"plateau at s = {scale:g} {verdict}", digits)
+
+
+# 1. symmetric vs non-symmetric, at s = 5 and at s = 30
+a_, why = at_plateau(s0, C.paired_differences(groups, [base], ("nt-xent", s0, 0.0), "eer"))
+ch.claim_effect("symmetric", "Symmetric SNT-Xent gives a lower EER than NT-Xent (s = 5)",
+                paper="9.35 vs 9.45 % (Table 1, recalled)", direction="less",
+                ours="ΔEER (pts)" + why, a=a_)
+if s1 is not None:
+    a_, why = at_plateau(s1, C.paired_differences(groups, [base1], ("nt-xent", s1, 0.0), "eer"))
+    ch.claim_effect("symmetric_s30",
+                    f"Symmetric SNT-Xent gives a lower EER than NT-Xent (s = {s1:g})",
+                    paper="VoxCeleb2: 8.41 vs 8.98 % (recalled)", direction="less",
+                    ours="ΔEER (pts)" + why, a=a_)
+
+# 2.–4. margins lower the EER: AM and AAM separately, and AM at s = 30
+am = ("snt-xent-am", s0, cfg.am_margins[0]) if cfg.am_margins else None
+aam = ("snt-xent-aam", s0, cfg.aam_margins[0]) if cfg.aam_margins else None
+a_, why = at_plateau(s0, C.paired_differences(groups, [am], base, "eer"))
+ch.claim_effect("am_eer", f"An AM margin (m = {am[2]:g}) lowers the EER of SNT-Xent (s = 5)",
+                paper="9.35 → 9.01 % (Table 2, recalled)", direction="less",
+                ours="ΔEER (pts)" + why, a=a_)
+a_, why = at_plateau(s0, C.paired_differences(groups, [aam], base, "eer"))
+ch.claim_effect("aam_eer", f"An AAM margin (m = {aam[2]:g}) lowers the EER of SNT-Xent (s = 5)",
+                paper="9.35 → 8.98 % (Table 2, recalled)", direction="less",
+                ours="ΔEER (pts)" + why, a=a_)
+follow = [k for k in groups if s1 is not None and k[1] == s1 and k[0] == "snt-xent-am"]
+if follow:
+    a_, why = at_plateau(s1, C.paired_differences(groups, follow, base1, "eer"))
     ch.claim_effect("margin_eer_s30",
-                    f"At s = {s1:g}, an AM margin (0.1, 0.2) lowers the EER of SNT-Xent",
-                    paper="VoxCeleb2: 8.41 → 7.85 (m=0.1), 8.13 (m=0.2)",
-                    ours=f"ΔEER (pts), mean of {len(follow)} margins", direction="less",
-                    a=C.paired_differences(groups, follow, ("snt-xent", s1, 0.0), "eer"))
+                    f"At s = {s1:g}, an AM margin (m = {follow[0][2]:g}) lowers the EER",
+                    paper="VoxCeleb2: 8.41 → 8.13 % (recalled)", direction="less",
+                    ours="ΔEER (pts)" + why, a=a_)
 
-# 3. score gap
-am04 = ("snt-xent-am", s0, 0.4)
-if am04 in groups:
-    g_base = C.mean_std([r["gap"] for r in groups[base]])[0]
-    g_am = C.mean_std([r["gap"] for r in groups[am04]])[0]
-    ch.claim_effect("score_gap",
-                    "An AM margin (m = 0.4) widens the target/non-target mean score gap",
-                    paper="0.259 → 0.278", ours=f"{g_base:.3f} → {g_am:.3f}, Δ",
-                    a=C.paired_differences(groups, [am04], base, "gap"))
-else:
-    ch.claim("score_gap", "An AM margin (m = 0.4) widens the target/non-target mean score gap",
-             paper="0.259 → 0.278", ours="AM m = 0.4 not run at this preset", holds=None)
+# 5. score gap
+g_base = C.mean_std([r["gap"] for r in groups[base]])[0]
+g_am = C.mean_std([r["gap"] for r in groups[am]])[0]
+a_, why = at_plateau(s0, C.paired_differences(groups, [am], base, "gap"), digits=4)
+ch.claim_effect("score_gap",
+                f"An AM margin widens the target/non-target mean score gap (m = {am[2]:g}, s = 5)",
+                paper="m = 0.4: 0.259 → 0.278 (Fig. 4, recalled)",
+                ours=f"{g_base:.3f} → {g_am:.3f}, Δ" + why, a=a_, digits=4)
 
-# 4. minDCF
+# 6. minDCF (guarded by the floor)
+a_, why = gated(C.paired_differences(groups, [am, aam], base, "min_dcf"), floor_ok,
+                f"floor precondition {floor.verdict}", 4)
 ch.claim_effect("min_dcf", "Margins do not improve minDCF",
-                paper="0.6647 (SNT-Xent) vs 0.6742–0.7182 with margins",
-                ours="ΔminDCF (same margins as the EER claim)", threshold=-0.01,
-                a=C.paired_differences(groups, moderate, base, "min_dcf"), digits=4)
+                paper="0.6647 (SNT-Xent) vs 0.6742–0.7182 with margins (Table 2, recalled)",
+                ours="ΔminDCF, mean of AM and AAM" + why, threshold=-0.01, a=a_, digits=4)
 
 
-# 5. large AAM margin
+# 7. large AAM margin (guarded by the stress test)
 def diverged(key):
     return sum(r["diverged"] for r in groups.get(key, []))
 
 
-large = [k for k in groups if k[0] == "snt-xent-aam" and k[1] == s0 and k[2] > 0.2]
-small = [k for k in groups if k[0] == "snt-xent-aam" and k[1] == s0 and k[2] <= 0.2]
-if large:
-    n_large = sum(diverged(k) for k in large)
-    n_small = sum(diverged(k) for k in small)
-    others = [f"s={k[1]:g} m={k[2]:g}: {diverged(k)}/{len(groups[k])}" for k in groups
-              if k[0] == "snt-xent-aam" and k[1] != s0]
-    per_seed_div = [float(any(groups[k][i]["diverged"] for k in large))
-                    - float(any(groups[k][i]["diverged"] for k in small))
-                    for i in range(cfg.seeds)]
-    ch.claim_effect("aam_unstable", "Too large an AAM margin (m = 0.3) destabilises training",
-                    paper="m = 0.3: “exploding gradients”",
-                    ours=f"diverged runs: m ≥ 0.3 {n_large}/{cfg.seeds * len(large)}, m ≤ 0.2 "
-                         f"{n_small}/{cfg.seeds * len(small)} at s = {s0:g}"
-                         + (f" ({'; '.join(others)})" if others else "")
-                         + "; per seed, diverged(m ≥ 0.3) − diverged(m ≤ 0.2)",
-                    a=per_seed_div, digits=2)
-else:
-    ch.claim("aam_unstable", "Too large an AAM margin (m = 0.3) destabilises training",
-             paper="m = 0.3: “exploding gradients”", ours="not run at this preset", holds=None)
+per_seed_div = [float(any(groups[k][i]["diverged"] for k in aam_large))
+                - float(any(groups[k][i]["diverged"] for k in aam_small))
+                for i in range(cfg.seeds)] if aam_large else []
+ch.claim_effect("aam_unstable", "Too large an AAM margin (m = 0.3) destabilises training",
+                paper="m = 0.3: “exploding gradients” (Table 2, recalled)",
+                ours=(f"diverged runs: m = 0.3 {sum(map(diverged, aam_large))}/"
+                      f"{cfg.seeds * len(aam_large)}, m = 0.1 {sum(map(diverged, aam_small))}/"
+                      f"{cfg.seeds * len(aam_small)}; per seed, diverged(0.3) − diverged(0.1)"
+                      + ("" if stressed else " (stress precondition not met: positive cosines "
+                         "stayed below 0.99)")),
+                a=per_seed_div if stressed else [], digits=2)
+
+# identity: the bound of section 1 is attained by the regular simplex (both views equal)
+import torch  # noqa: E402
+
+from lossbook import contrastive  # noqa: E402
+
+n_b = cfg.batch_size
+z_simplex = torch.nn.functional.normalize(torch.eye(n_b, dtype=torch.float64) - 1 / n_b, dim=1)
+bound_err = max(
+    (contrastive.positive_probability(z_simplex, z_simplex, scale=sc, margin=m,
+                                      kind="am" if m else "none")
+     - C.positive_probability_bound(sc, n_b, m)).abs().max().item()
+    for sc in (5.0, 10.0, 30.0) for m in (0.0, 0.2))
+measured = "; ".join(
+    f"{C.label(k[0], k[2])}: max measured {mean_of_max:.3f}" for k, mean_of_max in
+    ((k, max(r["p_pos_max"] for r in groups[k] if not r["diverged"])) for k in groups
+     if k[1] == s0 and k[0] in ("snt-xent", "snt-xent-am")))
+ch.claim("bound", "The simplex batch attains the bound on $p_a$ (N = batch, s = 5, 10, 30)",
+         paper="–", kind="identity",
+         ours=f"largest error {bound_err:.1e}; bound at s = 5: "
+              f"{C.positive_probability_bound(s0, n_b):.3f} ({measured})",
+         holds=bound_err < 1e-12, rule="absolute error < 1e-12 (float64)")
 
 # %% [markdown]
 # ### Paper vs ours
 #
 # The paper's numbers are VoxCeleb1-O EER/minDCF after 200 epochs of a Thin ResNet-34 on
 # VoxCeleb1 (s = 5; the s = 30 rows are the VoxCeleb2 results of the authors' follow-up);
-# ours are the analogue task's seed means. Compare directions and orderings, not values.
+# they are **recalled** from the authors' slides (table numbers as there), except the abstract's
+# 7.50 % / 0.5804, which we read. Ours are the analogue task's seed means. Compare directions,
+# not values.
 
 # %%
 paper_rows = []
 for key in groups:
-    table = C.PAPER if key[1] == s0 else C.PAPER_FOLLOW_UP
+    table = C.PAPER if key[1] == s0 else C.PAPER_FOLLOW_UP if key[1] == s1 else {}
     p = table.get((key[0], key[2]))
     runs = groups[key]
-    ours_eer = cell([r["eer"] for r in runs], ".2f")
-    ours_dcf = cell([r["min_dcf"] for r in runs], ".3f")
+    ours = f"{C.mean_std([r['eer'] for r in runs])[0]:.2f} / " \
+           f"{C.mean_std([r['min_dcf'] for r in runs])[0]:.3f}"
     n_div = sum(r["diverged"] for r in runs)
     if n_div:
-        ours_eer += f" ({n_div} diverged)"
-    paper_eer = "–" if p is None else ("exploding gradients" if p[0] is None else f"{p[0]:.2f}")
-    paper_dcf = "–" if p is None or p[1] is None else f"{p[1]:.4f}"
-    paper_rows.append([f"{key[1]:g}", C.label(key[0], key[2]), paper_eer, paper_dcf, ours_eer,
-                       ours_dcf])
-if hist_keys == [base, am04]:
-    paper_rows.append([f"{s0:g}", "score gap SNT-Xent → AM 0.4",
-                       f"{C.PAPER_GAP[0]:.3f} → {C.PAPER_GAP[1]:.3f}", "",
-                       f"{g_base:.3f} → {g_am:.3f}", ""])
-display(Markdown(markdown_table(["s", "loss", "paper EER (%)", "paper minDCF", "ours EER (%)",
-                                 "ours minDCF"], paper_rows)))
+        ours += f" ({n_div} diverged)"
+    if p is None:
+        paper, source = "–", "not in the paper"
+    else:
+        paper = "exploding gradients" if p[0] is None else f"{p[0]:.2f} / {p[1]:.4f}"
+        source = ("Table 1" if key[0] in ("nt-xent",) or key == base else "Table 2") \
+            if key[1] == s0 else "VoxCeleb2 table"
+        source += " (recalled)"
+    paper_rows.append([f"{key[1]:g}", C.label(key[0], key[2]), paper, source, ours])
+paper_rows.append([f"{s0:g}", "score gap, AM", "0.259 → 0.278 (m = 0.4)", "Fig. 4 (recalled)",
+                   f"{g_base:.3f} → {g_am:.3f} (m = {am[2]:g})"])
+paper_rows.append(["5", "SNT-Xent-AM 0.4, larger model", "7.50 / 0.5804", "abstract, Table 3",
+                   "not run"])
+display(Markdown(markdown_table(["s", "loss", "paper EER / minDCF", "source",
+                                 "ours EER / minDCF"], paper_rows)))
 
 # %% [markdown]
 # ## 7. The `full` preset: VoxCeleb
@@ -480,54 +659,81 @@ ch.claims_table()
 
 # %% [markdown]
 # **Reading the verdicts.** An *inconclusive* claim was tested, but the interval of its
-# seed-paired difference straddles the threshold: at this scale the data cannot tell. The
-# summary below is computed from the table of section 5.
+# seed-paired difference straddles the threshold: at this scale the data cannot tell. A *not
+# tested* claim failed its precondition (section 4); its "Ours" cell gives the unjudged effect.
+# The summary below is computed from the runs (95 % t-intervals of the seed-paired differences,
+# as in the claims).
 
 # %%
-def mean_of(key, metric="eer"):
-    value = C.mean_std([r.get(metric) for r in groups[key]])[0] if key in groups else np.nan
-    return np.inf if np.isnan(value) and metric == "eer" else value
+def delta(key, ref, metric="eer"):
+    d = C.paired_differences(groups, [key], ref, metric)
+    if len(d) < 2:
+        return "–"
+    e = evidence("", d, None, 0.0, "less", 3)
+    lo, hi = e["interval"]
+    return f"{e['effect']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def mean_of(key, metric):
+    return C.mean_std([r.get(metric) for r in groups.get(key, [])])[0]
 
 
 lines = []
-for s_ in cfg.scales:
-    keys = [k for k in groups if k[1] == s_]
-    best = min(keys, key=mean_of)
-    am = [k for k in keys if k[0] == "snt-xent-am"]
-    aam = [k for k in keys if k[0] == "snt-xent-aam"]
-    p_base = mean_of(("snt-xent", s_, 0.0), "p_pos_mean")
-    line = (f"- **s = {s_:g}**: best EER {mean_of(best):.2f} % ({C.label(best[0], best[2])}); "
-            f"SNT-Xent {mean_of(('snt-xent', s_, 0.0)):.2f} %, mean p(positive) {p_base:.2f}.")
-    if am:
-        spread = max(map(mean_of, am)) - min(map(mean_of, am))
-        line += (f" AM margins span {spread:.2f} points of EER "
-                 f"({min(map(mean_of, am)):.2f}–{max(map(mean_of, am)):.2f} %).")
-    if aam:
-        line += " AAM: " + ", ".join(f"m={k[2]:g} → {mean_of(k):.2f} %" for k in aam) + "."
+for s_ in sorted({k[1] for k in groups}):
+    b_ = ("snt-xent", s_, 0.0)
+    am_ = ("snt-xent-am", s_, cfg.sweep_margin)
+    line = (f"- **s = {s_:g}** (bound on $p_a$ without a margin "
+            f"{C.positive_probability_bound(s_, cfg.batch_size):.3f}): SNT-Xent "
+            f"{mean_of(b_, 'eer'):.2f} % EER, mean $p_a$ {mean_of(b_, 'p_pos_mean'):.3f}, "
+            f"largest {mean_of(b_, 'p_pos_max'):.3f}.")
+    if am_ in groups:
+        line += (f" AM m = {am_[2]:g} − SNT-Xent: ΔEER {delta(am_, b_)} pts, Δgap "
+                 f"{delta(am_, b_, 'gap')}.")
+    for k in groups:
+        if k[1] == s_ and k[0] == "snt-xent-aam":
+            line += f" AAM m = {k[2]:g}: ΔEER {delta(k, b_)} pts."
+    if ("nt-xent", s_, 0.0) in groups:
+        line += f" SNT-Xent − NT-Xent: ΔEER {delta(b_, ('nt-xent', s_, 0.0))} pts."
     lines.append(line)
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # - The margin mechanics are exact: the losses equal pytorch-metric-learning's, the metrics
-#   equal the official evaluation code and the Gaussian closed forms.
-# - On the analogue task, read the verdicts as the signs of the effects at small scale: a tiny
-#   CNN trained for a few epochs on synthetic identities, five seeds. The paper's margin
+#   equal the official evaluation code and the Gaussian closed forms, and the bound of
+#   section 1 is attained by the simplex batch (claim `bound`; the largest $p_a$ measured in
+#   our trained models is printed beside it).
+# - **AM at s = 5.** The bound caps the typical anchor's $p_a$ near 0.23 at s = 5 for any data,
+#   so the anchor weights $1-p_a$ of section 1 vary by little more than 1.3 : 1 and AM is, up to a
+#   global gradient scale that Adam removes, nearly the same loss as SNT-Xent. The lines above
+#   give the measured AM effect at each scale with its interval; whether it is resolved at
+#   s = 5 is the `am_eer` verdict, and the s sweep shows how it changes once $p_a$ can
+#   approach 1 (s = 10, 30).
+# - **AAM acts through the direction of the gradient**, its slope depending on the angle. The
+#   instability the paper reports for m = 0.3 needs positive pairs near alignment; the stress
+#   precondition says whether our runs went there, and the claim is only judged if they did.
+# - **The plateau, and why s = 30 is not judged.** At 24 epochs the s = 5 baseline has
+#   plateaued (precondition `pre_plateau`, its s = 5 part), so the s = 5 claims are judged, and
+#   every one of them is inconclusive: the effects are a few hundredths of a point of EER, with
+#   intervals of about ±0.1 (symmetric, AM) to ±0.3 points (AAM) around them — in line with the
+#   bound's argument that AM at s = 5 barely changes the loss. The s = 5 plateau is met with
+#   little room, though: of the audit's two fresh seed-sets, one meets it (−0.15 [−0.29, −0.02])
+#   and one misses it narrowly (−0.08 [−0.33, +0.16]: a small mean change, a wide interval), and
+#   there the s = 5 claims are not tested — hence their 50 % stability in the verdict table.
+#   More epochs would cost more than the budget leaves. At s = 30 the baseline's EER is
+#   lowest after a few epochs and then rises (training curves, section 5): at this scale the
+#   self-supervised task overfits our small training set. In the baseline-only exploration of
+#   section 3 its last-third change met the ±0.3-point rule at only one of the lengths we looked
+#   at (18 epochs, where the rise paused) and not at 16, 20, 24, 30 or 36. Longer training does
+#   not cure overfitting, so the two s = 30 claims stay *not tested*; their unjudged effects
+#   (both against the paper's direction, lines above) belong to a model past its best EER.
+# - **A wider mean gap is not a lower EER**: the gap is a difference of means, while EER and
+#   minDCF depend on the overlap of the two distributions' tails (compare the Δgap and ΔEER
+#   intervals above).
+# - On the analogue task, read the verdicts as the signs of the effects at small scale: a small
+#   CNN trained for 24 epochs on synthetic identities, five seeds, one margin per family (the
+#   `book` preset runs AM 0.2, AAM 0.1 and 0.3 only; `full` runs the paper's grid). The paper's
 #   effects are a few tenths of a point of EER on VoxCeleb; they need not survive a change of
 #   data, encoder and training length, and where they do not, our verdicts say so.
-# - **Why AM does nothing at s = 5 here.** Section 1 showed that AM only re-weights anchors by
-#   $1-p_a$. Our positives' softmax probability stays around 0.1 at s = 5 (table of section 5),
-#   so every weight is close to 1 and AM is, up to a gradient scale that Adam removes, the same
-#   loss as SNT-Xent: the AM settings land within a few hundredths of a point of it, far
-#   inside the seed spread. The paper's 200 epochs on VoxCeleb may well reach the saturated
-#   regime where AM starts to act; ours do not, and this is the main limit of the analogue.
-# - **AAM does act.** Its slope depends on the angle, so it changes the direction of the
-#   gradient and pulls nearly aligned positives harder. Its EER falls steadily with the margin,
-#   and m = 0.3 — the value that exploded in the paper — trained without a single non-finite loss
-#   and gave the lowest EER; its training curve is ahead from the first evaluation.
-# - **At s = 30 the softmax saturates** ($p_a\approx 0.9$). AM now re-weights anchors, and it
-#   makes the EER *worse* while it widens the target/non-target gap: a wider mean gap did not
-#   mean a better EER, because the gap is a difference of means and EER depends on the overlap
-#   of the two distributions' tails.
 # - The official code has a detail worth knowing about the paper's "learnable margin" rows: at
 #   commit 97915a6 the AAM margin enters `SNTXentAAM` through `math.cos`/`math.sin` (so it gets
 #   no gradient), the margin parameter is not in the optimiser's parameter groups

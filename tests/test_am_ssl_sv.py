@@ -408,7 +408,12 @@ def test_toy_run_is_paired_and_reports_metrics():
                 epochs=1)
     first, second = C.ssl_run(spec), C.ssl_run(spec)
     assert first["eer"] == second["eer"]  # deterministic given the seed
-    assert set(first) >= {"eer", "min_dcf", "gap", "det_fnr", "hist_target", "history"}
+    assert set(first) >= {"eer", "min_dcf", "gap", "det_fnr", "hist_target", "history", "eer0",
+                          "min_dcf0", "p_pos_max", "pos_cos_epochs", "pos_cos_max_last"}
+    # the floor is the same initialisation before training
+    assert 0 <= first["eer0"] <= 100 and 0 <= first["min_dcf0"] <= 1
+    assert 0 < first["p_pos_mean"] <= first["p_pos_max"] < 1
+    assert len(first["pos_cos_epochs"]) == 1
     assert first["trials"] == [6 * 6, 100]
 
 
@@ -435,9 +440,83 @@ def test_specs_pair_seeds_across_losses():
     groups = {}
     for s in specs:
         groups.setdefault(C.setting_key(s), []).append(s["seed"])
-    assert all(seeds == list(range(cfg.seeds)) for seeds in groups.values())
-    assert ("snt-xent-aam", 5.0, 0.3) in groups and ("snt-xent-am", 30.0, 0.1) in groups
+    sweep_only = set(C.sweep_settings(cfg)) - set(C.comparison_settings(cfg, sweep=False))
+    assert sweep_only == {("snt-xent", 10.0, 0.0), ("snt-xent-am", 10.0, cfg.sweep_margin)}
+    # every claim's setting runs all seeds; the sweep-only settings (no claim) the first few
+    assert all(seeds == list(range(min(cfg.sweep_seeds, cfg.seeds) if key in sweep_only
+                                   else cfg.seeds)) for key, seeds in groups.items())
+    assert cfg.seeds >= 5 and len(groups[("snt-xent", 10.0, 0.0)]) < cfg.seeds
+    assert ("snt-xent-aam", 5.0, 0.3) in groups and ("snt-xent-am", 30.0, 0.2) in groups
+    # the s sweep: SNT-Xent and AM at the same margin at every scale
+    assert all(("snt-xent", s, 0.0) in groups and ("snt-xent-am", s, cfg.sweep_margin) in groups
+               for s in (5.0, 10.0, 30.0))
+    assert ("nt-xent", 10.0, 0.0) not in groups and ("nt-xent", 30.0, 0.0) in groups
     assert C.calibration_specs(cfg, 0, "cpu")[0]["loss"] == "nt-xent"
+    # the comparison runs share their first seed with the calibration at the preset's level
+    assert C.make_spec(cfg, "nt-xent", 5.0, 0.0, 0, "cpu") in C.calibration_specs(cfg, 0, "cpu")
+
+
+# --- the bound on the positive-pair probability ------------------------------------------------
+
+def simplex(n: int) -> torch.Tensor:
+    """n unit vectors of a regular simplex (pairwise cosine −1/(n − 1))."""
+    e = torch.eye(n, dtype=torch.float64)
+    return F.normalize(e - e.mean(0), dim=1)
+
+
+@pytest.mark.parametrize("scale,margin", [(5.0, 0.0), (5.0, 0.2), (10.0, 0.0), (30.0, 0.4)])
+def test_positive_probability_bound_is_attained_by_the_simplex(scale, margin):
+    n = 256
+    z = simplex(n)
+    cos = z @ z.T
+    assert torch.allclose(cos[~torch.eye(n, dtype=bool)], torch.tensor(-1 / (n - 1),
+                                                                        dtype=torch.float64))
+    p = contrastive.positive_probability(z, z, symmetric=True, scale=scale, margin=margin,
+                                         kind="am" if margin else "none")
+    bound = C.positive_probability_bound(scale, n, margin)
+    assert p.shape == (2 * n,) and torch.allclose(p, torch.tensor(bound, dtype=torch.float64),
+                                                  rtol=1e-12, atol=0)
+
+
+def test_positive_probability_bound_values_and_random_batches():
+    k = 510
+    assert C.positive_probability_bound(5.0, 256) == pytest.approx(
+        math.exp(5) / (math.exp(5) + k * math.exp(-10 / k)), rel=1e-15)
+    assert C.positive_probability_bound(5.0, 256) == pytest.approx(0.2289, abs=1e-4)
+    # negatives at cosine 0 (the issue's form) differ only by the e^{−2s/K} factor
+    assert math.exp(5) / (math.exp(5) + k) == pytest.approx(0.2254, abs=1e-4)
+    assert C.positive_probability_bound(10.0, 256) == pytest.approx(0.978, abs=1e-3)
+    # no batch of unit vectors beats the bound on average, even with perfectly aligned views
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        for d in (4, 64, 512):
+            z = torch.randn(256, d, generator=g, dtype=torch.float64)
+            p = contrastive.positive_probability(z, z, symmetric=True, scale=5.0)
+            assert p.mean() <= C.positive_probability_bound(5.0, 256)
+    # one anchor alone can exceed it: all its negatives antipodal (then they coincide)
+    z = torch.cat([torch.ones(1, 3), -torch.ones(255, 3)]).double()
+    p = contrastive.positive_probability(z, z, symmetric=True, scale=5.0)
+    assert p[0] == pytest.approx(math.exp(5) / (math.exp(5) + k * math.exp(-5)), rel=1e-12)
+    assert p[1:256].max() < 0.01
+
+
+def test_cosine_trace_takes_per_epoch_max_and_mean():
+    monitor = [(0.5, 0.1), (0.9, 0.3), (0.7, 0.2), (0.8, 0.4), (0.95, 0.5)]
+    trace = C.cosine_trace(monitor, 2)
+    assert trace["pos_cos_epochs"] == [[0.9, pytest.approx(0.2)], [0.8, pytest.approx(0.3)],
+                                       [0.95, 0.5]]
+    assert trace["pos_cos_max_last"] == 0.95 and trace["pos_cos_mean_last"] == 0.5
+
+
+def test_objective_monitors_positive_cosines():
+    monitor = []
+    loss = C.loss_module({"loss": "snt-xent", "scale": 5.0, "margin": 0.0})
+    model = speaker.SSLModel(speaker.CNN1DEncoder(4, 8))
+    x = torch.randn(6, 2, 40)
+    C.ssl_objective(loss, monitor)(model, x, None)
+    z1, z2 = model.project(x[:, 0]), model.project(x[:, 1])
+    cos = F.cosine_similarity(z1, z2, dim=1)
+    assert monitor[0] == (pytest.approx(cos.max().item()), pytest.approx(cos.mean().item()))
 
 
 def test_direction_rule():

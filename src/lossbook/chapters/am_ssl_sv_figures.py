@@ -90,18 +90,23 @@ def gaussian_check(d_primes, empirical: dict):
     return fig
 
 
-def calibration(levels, results, chosen: float, band=(5.0, 10.0)):
-    """Baseline EER against the generator's nuisance level; the band the level was chosen for."""
-    fig, ax = subplots(1, 1, width=4.4, height=2.8)
-    eers = [r["eer"] for r in results]
-    ax.axhspan(*band, color=PALETTE[2], alpha=0.15, label=f"target band {band[0]:g}–{band[1]:g} %")
-    ax.plot(levels, eers, "o-", color=PALETTE[0], label="NT-Xent baseline, first seed")
-    ax.axvline(chosen, color=PALETTE[1], ls="--", label=f"book preset: λ = {chosen:g}")
-    ax.set(xscale="log", xlabel="nuisance λ (× mnist1d generator defaults)", ylabel="EER (%)",
-           title="difficulty calibration (baseline only)")
-    ax.set_xticks(levels, [f"{x:g}" for x in levels])
-    ax.minorticks_off()
-    ax.legend()
+def calibration(levels, results, chosen: float, band=(0.0, 10.0)):
+    """Baseline EER and minDCF against the generator's nuisance level, trained and untrained
+    (the same initialisation before training: the floor); the EER band of the rule."""
+    fig, (ax1, ax2) = subplots(1, 2, width=3.5)
+    for ax, metric, name in ((ax1, "eer", "EER (%)"), (ax2, "min_dcf", "minDCF")):
+        ax.plot(levels, [r[metric] for r in results], "o-", color=PALETTE[0],
+                label="NT-Xent baseline, trained")
+        ax.plot(levels, [r[metric + "0"] for r in results], "s--", color=PALETTE[7],
+                label="same encoder, untrained")
+        ax.axvline(chosen, color=PALETTE[1], ls="--", label=f"book preset: λ = {chosen:g}")
+        ax.set(xscale="log", xlabel="nuisance λ (× mnist1d defaults)", ylabel=name)
+        ax.set_xticks(levels, [f"{x:g}" for x in levels])
+        ax.minorticks_off()
+    ax1.axhspan(*band, color=PALETTE[2], alpha=0.15, label=f"rule: EER ≤ {band[1]:g} %")
+    ax1.set_title("EER, first seed")
+    ax2.set_title("minDCF, first seed")
+    ax1.legend(fontsize=7, loc="upper left")
     return fig
 
 
@@ -212,4 +217,69 @@ def training_curves(groups: dict, keys: list):
     ax1.set(xlabel="epoch", ylabel="training loss", title="loss (last batch)")
     ax2.set(xlabel="epoch", ylabel="EER on unseen identities (%)", title="EER along training")
     fig.legend(*ax1.get_legend_handles_labels(), loc="outside right center", fontsize=7)
+    return fig
+
+
+def plateau(groups: dict, keys: list):
+    """Seed-mean test EER and minDCF along training (epoch 0: the untrained encoder), ± one
+    standard deviation over seeds, for the settings `keys`."""
+    fig, (ax1, ax2) = subplots(1, 2, width=3.5)
+    colors = dict(zip(keys, PALETTE))
+    for key in keys:
+        runs = [r for r in groups[key] if not r["diverged"] and r["history"]]
+        if not runs:
+            continue
+        epochs = [0] + [h["epoch"] for h in runs[0]["history"]]
+        name = f"{label(key[0], key[2])}, s={key[1]:g}"
+        for ax, metric in ((ax1, "eer"), (ax2, "min_dcf")):
+            values = np.array([[r[metric + "0"]] + [h[metric] for h in r["history"]]
+                               for r in runs])
+            mean, sd = values.mean(0), values.std(0, ddof=1) if len(runs) > 1 else 0 * values[0]
+            ax.plot(epochs, mean, "o-", ms=3, color=colors[key], label=name)
+            ax.fill_between(epochs, mean - sd, mean + sd, color=colors[key], alpha=0.15, lw=0)
+    ax1.set(xlabel="epoch (0: untrained)", ylabel="EER (%)", title="EER on unseen identities")
+    ax2.set(xlabel="epoch (0: untrained)", ylabel="minDCF", title="minDCF ($p$ = 0.01)")
+    ax1.legend(fontsize=7, loc="upper right")
+    return fig
+
+
+def scale_sweep(groups: dict, scales: list, margin: float, batch: int):
+    """Left: seed-paired ΔEER of SNT-Xent-AM (margin) minus SNT-Xent against the scale s.
+    Right: measured mean and largest positive-pair probability p_a of both, with the bound."""
+    from lossbook.chapters.am_ssl_sv import (
+        direction,
+        paired_differences,
+        positive_probability_bound,
+    )
+
+    fig, (ax1, ax2) = subplots(1, 2, width=3.5)
+    ax1.axhline(0, color=PALETTE[0], lw=0.9)
+    for i, s in enumerate(scales):
+        am, base = ("snt-xent-am", s, margin), ("snt-xent", s, 0.0)
+        if am not in groups or base not in groups:
+            continue
+        diffs = paired_differences(groups, [am], base, "eer")
+        mean, se, sign = direction(diffs)
+        ax1.plot([i] * len(diffs), diffs, ".", color=PALETTE[2], ms=4, alpha=0.6)
+        ax1.errorbar(i, mean, yerr=0 if np.isnan(se) else 2 * se, fmt="o", color=PALETTE[2],
+                     ms=5, capsize=3, mfc=PALETTE[2] if sign else "white")
+    ax1.set_xticks(range(len(scales)), [f"{s:g}" for s in scales])
+    ax1.set(xlabel="scale $s$", ylabel="ΔEER (points)",
+            title=f"AM m = {margin:g} minus SNT-Xent")
+    grid = np.geomspace(min(scales) / 1.5, max(scales) * 1.5, 100)
+    for m, color, name in ((0.0, PALETTE[0], "SNT-Xent"), (margin, PALETTE[2], f"AM {margin:g}")):
+        ax2.plot(grid, [positive_probability_bound(s, batch, m) for s in grid], "--",
+                 color=color, lw=1, label=f"bound, {name}")
+        key_loss = "snt-xent" if m == 0 else "snt-xent-am"
+        pts = [(s, groups[(key_loss, s, m)]) for s in scales if (key_loss, s, m) in groups]
+        for stat, marker in (("p_pos_mean", "o"), ("p_pos_max", "^")):
+            xs = [s for s, runs in pts]
+            ys = [np.mean([r[stat] for r in runs if r.get(stat) is not None]) for _, runs in pts]
+            ax2.plot(xs, ys, marker, color=color, ms=5, mfc="white" if stat == "p_pos_max"
+                     else color, label=f"{name}, {'mean' if stat == 'p_pos_mean' else 'max'}")
+    ax2.set(xscale="log", xlabel="scale $s$", ylabel="$p_a$ (positive-pair probability)",
+            title=f"saturation, N = {batch}")
+    ax2.set_xticks(scales, [f"{s:g}" for s in scales])
+    ax2.minorticks_off()
+    ax2.legend(fontsize=6, loc="lower right")
     return fig
