@@ -165,8 +165,17 @@ def test_audit_validates_before_running(monkeypatch):
         book.audit("01_compsum", 2, "huge")
 
 
+# Seed-like counts that decide no claim (the chapters say so): attack restarts, the seeds of a
+# hyperparameter search on held-out data, and of sweeps drawn as figures or context only.
+NOT_CLAIM_SEEDS = {"01_compsum": {"adv_eval_restarts"}, "02_dhkd": {"tune_seeds", "scale_seeds"},
+                   "04_am_ssl_sv": {"sweep_seeds"}}
+
+
 @pytest.mark.parametrize("chapter", list(presets.CHAPTERS))
 def test_book_presets_run_enough_seeds(chapter):
     cfg = presets.resolve(chapter, "book")
     counts = {k: v for k, v in vars(cfg).items() if k.endswith(("seeds", "restarts"))}
-    assert counts and all(v >= claims.MIN_SEEDS for v in counts.values()), counts
+    exempt = NOT_CLAIM_SEEDS.get(chapter, set())
+    assert exempt <= counts.keys(), f"stale exemptions: {exempt - counts.keys()}"
+    judged = {k: v for k, v in counts.items() if k not in exempt}
+    assert judged and all(v >= claims.MIN_SEEDS for v in judged.values()), judged
