@@ -62,8 +62,9 @@ browser:
 site: $(STAMP) browser
 	$(PY) tests/site_check.py
 
+# make bench [TABLES="4 5"] [CHAPTERS=1]: all tables, or some; CHAPTERS=1 re-executes the book cold.
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(if $(TABLES),--tables $(TABLES)) $(if $(CHAPTERS),--chapters)
 
 # Fault trials (corrupt caches, kill -9, concurrent runs, forged records, bad values, bad files):
 # one table of trial, expected, observed, verdict. They also run in `make test`.
