@@ -488,8 +488,8 @@ ch.claims_table()
 #   0.5): with weights about 100 times larger for the rarest class at the full learning rate it
 #   does not fit even its head classes.
 # - **LDAM alone does not beat CE here; if anything it falls below it.** In the book run LDAM
-#   is about 4 points below CE at both ratios (not held); in the audit's fresh seed-sets it is
-#   2–4 points below at ρ = 10 and within noise at ρ = 100, so the audit marks the verdict
+#   is about 4–5 points below CE at both ratios (not held); in the audit's fresh seed-sets it is
+#   3–4 points below at ρ = 10 and within noise at ρ = 100, so the audit marks the verdict
 #   unstable and the table reports it inconclusive. This reverses this chapter's earlier record,
 #   which trained without augmentation and with digit 0 always the head: there CE memorised its
 #   training set and LDAM beat it by 9–12 points. The augmentation lifts CE most. The controls
@@ -499,10 +499,10 @@ ch.claims_table()
 #   points). How the margin is spread over the classes helps in the means — LDAM beats the
 #   uniform margin of the same mean in every condition of all three seed-sets, by 0.2–6
 #   points — but at ρ = 100 no interval excludes 0, so the claim stays inconclusive.
-# - **DRW helps.** CE-DRW beats CE at both ratios (+1.4 and +8.1 points), and in the means DRW
+# - **DRW helps.** CE-DRW beats CE at both ratios (+1.6 and +7.1 points), and in the means DRW
 #   adds to the cosine losses too (LDAM-DRW over LDAM, LDAM-uniform-DRW over LDAM-uniform;
 #   these two are not tested claims). Against
-#   re-weighting from the start it wins by 20 points at ρ = 100, where re-weighting from the
+#   re-weighting from the start it wins by about 18 points at ρ = 100, where re-weighting from the
 #   start fails to fit, but not at ρ = 10, where re-weighting from the start is as good or
 #   slightly better — so "DRW beats re-weighting from the start" is inconclusive.
 # - **LDAM-DRW is not the best method** here: CE-RW (ρ = 10) and CE-DRW (ρ = 100) beat it, by
@@ -510,8 +510,9 @@ ch.claims_table()
 #   (deferred re-weighting) on a plain linear head, not its first.
 # - **Tail gains and margins.** LDAM-DRW's small gains over CE are not concentrated in the rarer
 #   half (inconclusive), and LDAM no longer gives the rare classes relatively larger training
-#   margins than CE (the context claim, held in the earlier record, is inconclusive in the book
-#   run and not held at ρ = 100 in one audit seed-set):
+#   margins than CE (the context claim, held in the earlier record, is not held at ρ = 100 in
+#   the book run and in one audit seed-set, inconclusive in the other, so the table shows it
+#   inconclusive):
 #   with augmentation the rarest classes are not fitted by any method, and their mean
 #   training margins are near zero or negative (the figure above).
 #
