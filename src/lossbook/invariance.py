@@ -548,17 +548,6 @@ class Trainer:
         return twin
 
 
-def train_environments(model: FeatureHead, envs: Sequence[tuple[Tensor, Tensor]],
-                       cfg: MethodConfig, *, steps: int, lr: float, batch_size: int | None = None,
-                       seed: int = 0, evaluate: Callable[[FeatureHead], dict] | None = None,
-                       eval_every: int = 0) -> dict:
-    """Train `model` in place for `steps` steps (see `Trainer`); returns the logged history."""
-    trainer = Trainer(model, envs, cfg, lr=lr, batch_size=batch_size, seed=seed,
-                      evaluate=evaluate, eval_every=eval_every)
-    history = trainer.run(steps)
-    return {"history": history, "final": history[-1] if history else {}}
-
-
 @torch.no_grad()
 def env_hessian(model: FeatureHead, x: Tensor) -> Tensor:
     """Closed-form head Hessian of the mean NLL on inputs x (labels do not enter it)."""

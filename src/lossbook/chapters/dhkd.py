@@ -604,21 +604,6 @@ def group(specs: list[dict], results: list[dict], metric: str = "test_acc") -> d
     return out
 
 
-def paired_gap(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the seed-paired difference a − b (inf SE with one seed)."""
-    gaps = [x - y for x, y in zip(a, b)]
-    mean = statistics.fmean(gaps)
-    se = statistics.stdev(gaps) / len(gaps) ** 0.5 if len(gaps) > 1 else float("inf")
-    return mean, se
-
-
-def late_mean(history: list[dict], key: str, from_fraction: float = 0.5) -> float:
-    """Mean of `key` over the evaluations in the last (1 − from_fraction) of training."""
-    last = history[-1]["step"]
-    values = [r[key] for r in history if r["step"] >= from_fraction * last]
-    return statistics.fmean(values)
-
-
 # --- the official numerics, exactly ------------------------------------------------------------
 
 def bkl_forms_at(s: float, t: float, T: float) -> tuple[float, float, float, float]:
