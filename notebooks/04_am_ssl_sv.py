@@ -488,68 +488,58 @@ floor_ok = floor.verdict == "held"
 plateau_at = {e["label"]: e["verdict"] for e in plateau.evidence}
 
 
-def gated(values, ok, why, digits=3):
-    """The per-seed values if the precondition held; else none (not tested), and the effect it
-    would have had, for the reader."""
-    if ok:
-        return values, ""
-    if len(values) < 2:
-        return [], f" (not judged: {why})"
-    e = evidence("", values, None, 0.0, "less", digits)
-    return [], f" (not judged: {why}; unjudged effect {e['text']})"
-
-
-def at_plateau(scale, values, digits=3):
+def plateau_ok(scale):
+    """The plateau precondition at `scale`, as `requires=(ok, why)` of a claim."""
     verdict = plateau_at.get(f"s = {scale:g}", "not tested")
-    return gated(values, verdict == "held", f"plateau at s = {scale:g} {verdict}", digits)
+    return verdict == "held", f"plateau at s = {scale:g} {verdict}"
 
 
 # 1. symmetric vs non-symmetric, at s = 5 and at s = 30
-a_, why = at_plateau(s0, C.paired_differences(groups, [base], ("nt-xent", s0, 0.0), "eer"))
+a_, ok = C.paired_differences(groups, [base], ("nt-xent", s0, 0.0), "eer"), plateau_ok(s0)
 ch.claim_effect("symmetric", "Symmetric SNT-Xent gives a lower EER than NT-Xent (s = 5)",
                 paper="9.35 vs 9.45 % (Table 1, recalled)", direction="less",
-                ours="ΔEER (pts)" + why, a=a_)
+                ours="ΔEER (pts)", a=a_, requires=ok)
 if s1 is not None:
-    a_, why = at_plateau(s1, C.paired_differences(groups, [base1], ("nt-xent", s1, 0.0), "eer"))
+    a_, ok = C.paired_differences(groups, [base1], ("nt-xent", s1, 0.0), "eer"), plateau_ok(s1)
     ch.claim_effect("symmetric_s30",
                     f"Symmetric SNT-Xent gives a lower EER than NT-Xent (s = {s1:g})",
                     paper="VoxCeleb2: 8.41 vs 8.98 % (recalled)", direction="less",
-                    ours="ΔEER (pts)" + why, a=a_)
+                    ours="ΔEER (pts)", a=a_, requires=ok)
 
 # 2.–4. margins lower the EER: AM and AAM separately, and AM at s = 30
 am = ("snt-xent-am", s0, cfg.am_margins[0]) if cfg.am_margins else None
 aam = ("snt-xent-aam", s0, cfg.aam_margins[0]) if cfg.aam_margins else None
-a_, why = at_plateau(s0, C.paired_differences(groups, [am], base, "eer"))
+a_, ok = C.paired_differences(groups, [am], base, "eer"), plateau_ok(s0)
 ch.claim_effect("am_eer", f"An AM margin (m = {am[2]:g}) lowers the EER of SNT-Xent (s = 5)",
                 paper="9.35 → 9.01 % (Table 2, recalled)", direction="less",
-                ours="ΔEER (pts)" + why, a=a_)
-a_, why = at_plateau(s0, C.paired_differences(groups, [aam], base, "eer"))
+                ours="ΔEER (pts)", a=a_, requires=ok)
+a_, ok = C.paired_differences(groups, [aam], base, "eer"), plateau_ok(s0)
 ch.claim_effect("aam_eer", f"An AAM margin (m = {aam[2]:g}) lowers the EER of SNT-Xent (s = 5)",
                 paper="9.35 → 8.98 % (Table 2, recalled)", direction="less",
-                ours="ΔEER (pts)" + why, a=a_)
+                ours="ΔEER (pts)", a=a_, requires=ok)
 follow = [k for k in groups if s1 is not None and k[1] == s1 and k[0] == "snt-xent-am"]
 if follow:
-    a_, why = at_plateau(s1, C.paired_differences(groups, follow, base1, "eer"))
+    a_, ok = C.paired_differences(groups, follow, base1, "eer"), plateau_ok(s1)
     ch.claim_effect("margin_eer_s30",
                     f"At s = {s1:g}, an AM margin (m = {follow[0][2]:g}) lowers the EER",
                     paper="VoxCeleb2: 8.41 → 8.13 % (recalled)", direction="less",
-                    ours="ΔEER (pts)" + why, a=a_)
+                    ours="ΔEER (pts)", a=a_, requires=ok)
 
 # 5. score gap
 g_base = C.mean_std([r["gap"] for r in groups[base]])[0]
 g_am = C.mean_std([r["gap"] for r in groups[am]])[0]
-a_, why = at_plateau(s0, C.paired_differences(groups, [am], base, "gap"), digits=4)
+a_, ok = C.paired_differences(groups, [am], base, "gap"), plateau_ok(s0)
 ch.claim_effect("score_gap",
                 f"An AM margin widens the target/non-target mean score gap (m = {am[2]:g}, s = 5)",
                 paper="m = 0.4: 0.259 → 0.278 (Fig. 4, recalled)",
-                ours=f"{g_base:.3f} → {g_am:.3f}, Δ" + why, a=a_, digits=4)
+                ours=f"{g_base:.3f} → {g_am:.3f}, Δ", a=a_, digits=4, requires=ok)
 
 # 6. minDCF (guarded by the floor)
-a_, why = gated(C.paired_differences(groups, [am, aam], base, "min_dcf"), floor_ok,
-                f"floor precondition {floor.verdict}", 4)
 ch.claim_effect("min_dcf", "Margins do not improve minDCF",
                 paper="0.6647 (SNT-Xent) vs 0.6742–0.7182 with margins (Table 2, recalled)",
-                ours="ΔminDCF, mean of AM and AAM" + why, threshold=-0.01, a=a_, digits=4)
+                ours="ΔminDCF, mean of AM and AAM", threshold=-0.01, digits=4,
+                a=C.paired_differences(groups, [am, aam], base, "min_dcf"),
+                requires=(floor_ok, f"floor precondition {floor.verdict}"))
 
 
 # 7. large AAM margin (guarded by the stress test)
@@ -564,10 +554,10 @@ ch.claim_effect("aam_unstable", "Too large an AAM margin (m = 0.3) destabilises 
                 paper="m = 0.3: “exploding gradients” (Table 2, recalled)",
                 ours=(f"diverged runs: m = 0.3 {sum(map(diverged, aam_large))}/"
                       f"{cfg.seeds * len(aam_large)}, m = 0.1 {sum(map(diverged, aam_small))}/"
-                      f"{cfg.seeds * len(aam_small)}; per seed, diverged(0.3) − diverged(0.1)"
-                      + ("" if stressed else " (stress precondition not met: positive cosines "
-                         "stayed below 0.99)")),
-                a=per_seed_div if stressed else [], digits=2)
+                      f"{cfg.seeds * len(aam_small)}; per seed, diverged(0.3) − diverged(0.1)"),
+                a=per_seed_div, digits=2,
+                requires=(stressed, "stress precondition not met: positive cosines stayed "
+                                    "below 0.99"))
 
 # identity: the bound of section 1 is attained by the regular simplex (both views equal)
 import torch  # noqa: E402

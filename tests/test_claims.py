@@ -107,6 +107,21 @@ def test_claim_records_store_seeds_effect_interval_rule_and_kind():
     assert single.verdict == "inconclusive"  # one seed decides nothing
 
 
+
+def test_a_failed_precondition_leaves_the_claim_not_tested_with_its_unjudged_effect():
+    ch = chapter()
+    a, b = [0.75, 0.74, 0.76, 0.75, 0.77], [0.70, 0.71, 0.70, 0.72, 0.71]
+    met = ch.claim_effect("p", "A beats B", paper="", a=a, b=b, requires=(True, "flat"))
+    assert met.verdict == "held"
+    failed = ch.claim_effect("q", "A beats B", paper="", ours="Δacc", a=a, b=b,
+                             requires=(False, "training had not plateaued"))
+    assert failed.verdict == "not tested" and not failed.evidence
+    assert failed.ours.startswith("Δacc (not judged: training had not plateaued; unjudged "
+                                  "effect +0.046")
+    best = ch.claim_best("r", "A is best", paper="", values={"A": a, "B": b}, best="A",
+                         requires=(False, "floor"))
+    assert best.verdict == "not tested"
+
 def test_score_counts_only_paper_claims():
     recs = [{"verdict": "held", "kind": "paper"}, {"verdict": "held", "kind": "identity"},
             {"verdict": "inconclusive", "kind": "paper"}, {"verdict": "held", "kind": "context"},

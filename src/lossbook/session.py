@@ -134,20 +134,31 @@ class Chapter:
 
     def claim_effect(self, id: str, statement: str, *, paper: str, a, b=None,
                      threshold: float | dict = 0.0, direction: str | dict = "greater",
-                     kind: str = "paper", ours: str = "", note: str = "", digits: int = 3) -> Claim:
+                     kind: str = "paper", ours: str = "", note: str = "", digits: int = 3,
+                     requires: tuple[bool, str] | None = None) -> Claim:
         """A seeded claim decided by the protocol of `lossbook.claims`: per-seed values `a`
         (minus the seed-paired `b`), their t-interval against `threshold` (stated before the
         result). `a`/`b` are lists, or dicts {condition: list} for a claim over conditions
-        (then `threshold` and `direction` may also be dicts {condition: value})."""
+        (then `threshold` and `direction` may also be dicts {condition: value}).
+        `requires=(ok, why)`: the claim's precondition; when it failed the claim is not tested,
+        and Ours shows why and the effect it would have had."""
         conditions = {k: list(v) for k, v in (a if isinstance(a, dict) else {"": a}).items()
                       if v is not None and len(v)}
         others = b if isinstance(b, dict) else dict.fromkeys(conditions, b)
+        dirs = direction if isinstance(direction, dict) else dict.fromkeys(conditions, direction)
+        thr = threshold if isinstance(threshold, dict) else dict.fromkeys(conditions, threshold)
+        if requires is not None and not requires[0]:
+            unjudged = [protocol.evidence(label, values, others.get(label), thr[label],
+                                          dirs[label], digits)["text"]
+                        for label, values in conditions.items() if len(values) > 1]
+            why = f"not judged: {requires[1]}" + (f"; unjudged effect {'; '.join(unjudged)}"
+                                                  if unjudged else "")
+            return self._add(id, statement, paper, f"{ours} ({why})" if ours else why,
+                             "not tested", kind, note)
         if not conditions:
             return self._add(id, statement, paper, f"{ours} — not tested at this preset"
                              if ours else "not run at this preset",
                              "not tested", kind, note)
-        dirs = direction if isinstance(direction, dict) else dict.fromkeys(conditions, direction)
-        thr = threshold if isinstance(threshold, dict) else dict.fromkeys(conditions, threshold)
         ev = [protocol.evidence(label, conditions[label], others.get(label), thr[label],
                                 dirs[label], digits) for label in conditions]
         text = "; ".join(e["text"] for e in ev)
@@ -159,10 +170,12 @@ class Chapter:
 
     def claim_best(self, id: str, statement: str, *, paper: str, values: dict, best,
                    threshold: float = 0.0, higher: bool = True, kind: str = "paper",
-                   ours: str = "", note: str = "", digits: int = 3) -> Claim:
+                   ours: str = "", note: str = "", digits: int = 3,
+                   requires: tuple[bool, str] | None = None) -> Claim:
         """A "best of" claim: the best of `best` (by mean) against the runner-up of the rest,
-        seed-paired, with the rule of `claim_effect`. `values` is {name: per-seed list}, or
-        {condition: {name: per-seed list}} for a claim over conditions."""
+        seed-paired, with the rule of `claim_effect` (and its `requires`). `values` is
+        {name: per-seed list}, or {condition: {name: per-seed list}} for a claim over
+        conditions."""
         nested = values and isinstance(next(iter(values.values())), dict)
         conditions = values if nested else {"": values}
         a, b = {}, {}
@@ -173,7 +186,7 @@ class Chapter:
         return self.claim_effect(id, statement, paper=paper, a=a, b=b,
                                  threshold=threshold if higher else -threshold,
                                  direction="greater" if higher else "less", kind=kind,
-                                 ours=ours, note=note, digits=digits)
+                                 ours=ours, note=note, digits=digits, requires=requires)
 
     def claims_table(self):
         from IPython.display import Markdown
