@@ -485,42 +485,41 @@ loss_ratios = [f["test_loss"] / r["ref_loss"]["gd"] for f, (_, r) in zip(finals,
 main_group = main_runs[0][0]["group"]
 
 
-def seeded(values, group=main_group, long_enough=trained):
-    """Per-seed values for a claim about trained models ({} = not tested: too short a preset,
-    or the precondition of section 3 failed)."""
-    return list(values) if long_enough and flat[group] else {}
+def seeded(values, long_enough=trained):
+    """Per-seed values for a claim about trained models ({} = not tested: too short a preset)."""
+    return list(values) if long_enough else {}
 
 
-def precondition(group, long_enough=trained):
-    """The note of a claim whose precondition (section 3) failed."""
-    return "" if flat[group] or not long_enough else \
-        "precondition failed: training had not plateaued (section 3)"
+def flat_at(group, long_enough=trained):
+    """The precondition of section 3 for a group's claims, as `requires=(ok, why)` (a preset
+    too short to train leaves them not tested anyway)."""
+    return flat[group] or not long_enough, "training had not plateaued (section 3)"
 
 
 ch.claim_effect("loss", "A trained single LSA layer reaches the loss of one step of GD",
                 paper="\"performance is identical to the one of gradient descent\" (Fig. 2, "
                       "5 seeds); GD loss 0.2 on the code's inputs (App. A.11)",
-                note=precondition(main_group),
+                requires=flat_at(main_group),
                 ours=f"LSA {np.mean([f['test_loss'] for f in finals]):.4f} vs GD "
                      f"{gd_loss:.4f}; LSA / GD − 1",
                 a=seeded(r - 1 for r in loss_ratios), threshold=0.02, direction="equivalent",
                 digits=4)
 ch.claim_effect("predictions", "… and makes the same predictions",
                 paper="\"almost perfect alignment\", L2 distance of predictions (Fig. 2, "
-                      "center left; no number in the text)", note=precondition(main_group),
+                      "center left; no number in the text)", requires=flat_at(main_group),
                 ours=f"final prediction distance / its initial value (absolute: ≤ "
                      f"{max(f['pred_dist_gd'] for f in finals):.3f})",
                 a=seeded(f["pred_dist_rel_gd"] for f in finals), threshold=0.1,
                 direction="less")
 ch.claim_effect("sensitivities", "… with the same sensitivities ∂ŷ/∂x_q",
                 paper="cosine of sensitivities ∂ŷ/∂x_test ≈ 1 (Sec. 3, Fig. 2 center left; no "
-                      "number in the text)", note=precondition(main_group),
+                      "number in the text)", requires=flat_at(main_group),
                 ours="final cosine", a=seeded(f["cos_gd"] for f in finals), threshold=0.99,
                 digits=4)
 ch.claim_effect("weights",
                 "The trained weights match the construction of Proposition 1 up to scale",
                 paper="after a scalar correction, \"a perfect resemblance of our construction\" "
-                      "(Sec. 2 Uniqueness, App. A.3, Fig. 9)", note=precondition(main_group),
+                      "(Sec. 2 Uniqueness, App. A.3, Fig. 9)", requires=flat_at(main_group),
                 ours=f"η* = {matches[0]['eta_gd']:.3f}",
                 a={"cosine (worse of W_KᵀW_Q, PW_V)":
                    seeded(min(m["cos_kq"], m["cos_pv"]) for m in matches),
@@ -534,9 +533,8 @@ ch.claim_effect("ood", "Out of distribution (scaled inputs), LSA and GD degrade 
                       "(Sec. 3 item 2, Fig. 2 outer right, App. A.2)",
                 ours=f"GD's loss spans {gd_spread:.0f}×; max over scales of |LSA/GD − 1|",
                 a=seeded(ood_dev) if gd_spread > 10 else {}, threshold=0.1, direction="less",
-                kind="identity", note="; ".join(filter(None, [
-                    "derived from `weights` (section 5): not in the score",
-                    precondition(main_group)])))
+                kind="identity", note="derived from `weights` (section 5): not in the score",
+                requires=flat_at(main_group))
 if code_runs:
     code_final = [r["final"] for _, r in code_runs]
     code_ratio = [f["test_loss"] / r["ref_loss"]["gd"] for f, (_, r) in zip(code_final,
@@ -549,7 +547,8 @@ if code_runs:
              holds=all(abs(r - 1) <= 0.02 for r in code_ratio)
              and all(f["cos_gd"] >= 0.99 and f["pred_dist_rel_gd"] <= 0.1 for f in code_final)
              if trained and flat[code_runs[0][0]["group"]] else None, kind="identity",
-             note=precondition(code_runs[0][0]["group"]),
+             note="" if flat[code_runs[0][0]["group"]] or not trained else
+             "precondition failed: training had not plateaued (section 3)",
              rule="one seed: |ratio − 1| ≤ 0.02, cosine ≥ 0.99, distance ≤ 0.1")
 for d in deep_summary:
     k = d["layers"]
@@ -560,10 +559,9 @@ for d in deep_summary:
                     paper="the trained recurrent 2-layer model \"surpasses plain gradient "
                           "descent\" (Sec. 3, Fig. 3a; no number in the text)",
                     ours=f"{d['loss'][0]:.4f} vs {d['gd']:.4f}; LSA / GD loss",
-                    a=seeded((f["test_loss"] / d["gd"] for f in deep_final), group,
-                             deep_trained),
+                    a=seeded((f["test_loss"] / d["gd"] for f in deep_final), deep_trained),
                     threshold=0.98, direction="less", digits=4,
-                    note=precondition(group, deep_trained))
+                    requires=flat_at(group, deep_trained))
     gdpp_ratio, closer = "loss / GD++ − 1", "cos vs GD++ − cos vs GD"
     ch.claim_effect(f"deep{k}_gdpp",
                     f"… and behaves like {k} steps of GD++ (curvature correction)",
@@ -572,8 +570,7 @@ for d in deep_summary:
                     ours=f"{d['loss'][0]:.4f} vs GD++ {d['gdpp']:.4f}",
                     a={gdpp_ratio: [f["test_loss"] / d["gdpp"] - 1 for f in deep_final],
                        closer: [f["cos_gdpp"] - f["cos_gd"] for f in deep_final]}
-                    if deep_trained and flat[group] else {},
-                    note=precondition(group, deep_trained),
+                    if deep_trained else {}, requires=flat_at(group, deep_trained),
                     threshold={gdpp_ratio: 0.05, closer: 0.0},
                     direction={gdpp_ratio: "equivalent", closer: "greater"}, digits=4)
 ch.claim("construction", "Proposition 1: one LSA layer can implement one step of GD exactly",
